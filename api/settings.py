@@ -1,0 +1,68 @@
+"""Settings, one class per concern, each with its own environment prefix.
+
+Every value can be set in the environment (or a ``.env`` file in the working directory).
+The README lists them; ``gridpatrol settings`` prints the effective values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the one PostgreSQL + PostGIS store lives (``GRIDPATROL_DB_…``, ``DATABASE_URL``)."""
+
+    model_config = _config("GRIDPATROL_DB_")
+
+    url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "GRIDPATROL_DB_URL"),
+        description="External database; when set no embedded cluster is managed.",
+    )
+    data_dir: Path = Field(default=Path("var/pg"), description="Embedded cluster data directory.")
+    port: int = Field(default=5433, ge=1, le=65535, description="Embedded cluster TCP port.")
+    name: str = Field(default="gridpatrol", description="Database name in the embedded cluster.")
+    user: str = Field(default="gridpatrol", description="Superuser of the embedded cluster.")
+    pool_min: int = 2
+    pool_max: int = 10
+    statement_timeout_ms: int = 60_000
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP API (``GRIDPATROL_API_…``)."""
+
+    model_config = _config("GRIDPATROL_API_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    state_dir: Path = Field(default=Path("var"), description="Admin token, logs, reports.")
+    token_cache_seconds: float = Field(default=5.0, ge=0, description="Token lookup cache TTL.")
+    public_tiles: bool = False
+    max_body_mb: float = Field(default=64.0, gt=0, description="Largest accepted request body.")
+
+
+@dataclass
+class Settings:
+    """All settings of one process: from the environment, or built with overrides in tests."""
+
+    db: DatabaseSettings = field(default_factory=DatabaseSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment now (no module-level singleton)."""
+    return Settings()
