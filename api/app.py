@@ -1,0 +1,64 @@
+"""The FastAPI application factory (``create_app``) and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import AsyncConnectionPool
+
+from api import __version__
+from api.auth import TokenStore
+from api.db import database_url
+from api.errors import install_handlers
+from api.ratelimit import RateLimiter
+from api.routers import admin_areas, health, pages, users
+from api.settings import Settings, get_settings
+
+log = logging.getLogger("gridpatrol")
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None, *, database: str | None = None) -> FastAPI:
+    """Build the app. ``database`` overrides the URL from settings (tests, ``gridpatrol serve``)."""
+    settings = settings or get_settings()
+    url = database or database_url(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            url,
+            min_size=settings.db.pool_min,
+            max_size=settings.db.pool_max,
+            kwargs={
+                "autocommit": True,
+                "options": f"-c statement_timeout={settings.db.statement_timeout_ms}",
+            },
+            open=False,
+            name="gridpatrol",
+        )
+        await pool.open(wait=True, timeout=30)
+        app.state.pool = pool
+        app.state.tokens = TokenStore(pool, ttl=settings.api.token_cache_seconds)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="GridPatrol",
+        version=__version__,
+        summary="网格化管理与巡逻轨迹 · grid management and patrol tracking",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.login_limiter = RateLimiter(rate=0.5, burst=10)
+    install_handlers(app)
+    for module in (health, admin_areas, users, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

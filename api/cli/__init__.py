@@ -1,0 +1,28 @@
+"""``gridpatrol`` command line: every command has a one-line purpose in ``--help``."""
+
+from __future__ import annotations
+
+import typer
+
+from api.cli import boundaries, db, demo, serve, users
+
+app = typer.Typer(
+    name="gridpatrol",
+    help="GridPatrol: 网格化管理与巡逻 · grid management and patrol tracking on PostGIS.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db", help="Embedded PostgreSQL+PostGIS cluster and migrations.")
+app.add_typer(users.app, name="users", help="Users, roles, data scopes and tokens.")
+app.add_typer(demo.app, name="demo", help="Xilingol League demo data.")
+app.add_typer(boundaries.app, name="boundaries", help="Import admin-area boundary files.")
+app.command("serve", help="Serve the API and map pages (and device protocol servers).")(serve.serve)
+app.command("run", help="Everything make run does: database, migrations, demo, admin, serve.")(
+    serve.run
+)
+app.command("settings", help="Print the effective settings (secrets hidden).")(serve.show_settings)
+
+
+def main() -> None:
+    app()

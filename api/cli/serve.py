@@ -1,0 +1,135 @@
+"""``gridpatrol serve`` / ``gridpatrol run``: bring everything up, stop it cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from api import users as users_service
+from api.app import create_app
+from api.cli.common import connect, fail, is_tty, run_async
+from api.db import ClusterError, cluster_for, database_url, migrate
+from api.demo import load_demo
+from api.progress import cli_progress
+from api.settings import Settings, get_settings
+
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
+
+
+def _prepare(settings: Settings) -> tuple[str, bool]:
+    """Start the embedded cluster if needed and migrate; returns (url, we_started_it)."""
+    started = False
+    try:
+        if settings.db.embedded:
+            cluster = cluster_for(settings)
+            started = not cluster.running()
+        url = database_url(settings, start=True)
+    except ClusterError as exc:
+        raise fail(str(exc)) from None
+    migrate.upgrade(url)
+    return url, started
+
+
+async def _serve(settings: Settings, url: str) -> None:
+    app = create_app(settings, database=url)
+    config = uvicorn.Config(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="info",
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    await server.serve()
+
+
+def serve(
+    host: str | None = typer.Option(None, help="listen address (default GRIDPATROL_API_HOST)"),
+    port: int | None = typer.Option(None, help="HTTP port (default GRIDPATROL_API_PORT)"),
+) -> None:
+    settings = get_settings()
+    if host:
+        settings.api.host = host
+    if port:
+        settings.api.port = port
+    url, started = _prepare(settings)
+    try:
+        asyncio.run(_serve(settings, url))
+    finally:
+        if started:
+            cluster_for(settings).stop()
+
+
+def _admin_token(settings: Settings, url: str) -> tuple[str | None, bool]:
+    """The demo admin's token: created (and stored 0600) on first run, read afterwards."""
+    path = Path(settings.api.state_dir) / ADMIN_TOKEN_FILE
+
+    async def go() -> users_service.NewUser | None:
+        async with connect(url) as conn:
+            return await users_service.ensure_admin(conn)
+
+    new = run_async(go())
+    if new is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new.token + "\n")
+        path.chmod(0o600)
+        return new.token, True
+    if path.exists():
+        return path.read_text().strip(), False
+    return None, False
+
+
+def run(
+    demo: bool = typer.Option(True, help="load the demo data when missing"),
+) -> None:
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    url, started = _prepare(settings)
+    try:
+        if demo:
+
+            async def load() -> list[str]:
+                async with connect(url) as conn:
+                    with cli_progress(is_tty()) as progress:
+                        return await load_demo(conn, progress=progress)
+
+            for line in run_async(load()):
+                typer.echo(line)
+        token, fresh = _admin_token(settings, url)
+        base = f"http://{settings.api.host}:{settings.api.port}"
+        typer.echo("")
+        typer.echo(f"GridPatrol at {base}")
+        typer.echo(f"  health      {base}/healthz")
+        typer.echo(f"  API docs    {base}/docs")
+        if token:
+            if fresh:
+                kept = Path(settings.api.state_dir) / ADMIN_TOKEN_FILE
+                typer.echo(f"  admin token {token}   (shown once; kept in {kept})")
+            typer.echo(f"  map         {base}/map?token={token}")
+        else:
+            typer.echo(
+                f"  map         {base}/map?token=<your token>  (gridpatrol users token admin)"
+            )
+        typer.echo("Ctrl-C stops the server.")
+        asyncio.run(_serve(settings, url))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if started:
+            cluster_for(settings).stop()
+            typer.echo("database stopped")
+
+
+def show_settings() -> None:
+    settings = get_settings()
+    for group in ("db", "api"):
+        values = getattr(settings, group).model_dump()
+        for key, value in values.items():
+            shown = "***" if key in ("url",) and value else value
+            typer.echo(f"{group}.{key} = {shown}")
+    typer.echo(f"cwd = {Path.cwd()}")
