@@ -1,0 +1,1 @@
+"""GPS ingest: validate, CRS-normalise, filter (quarantine rejects) and store fixes durably."""
