@@ -55,12 +55,44 @@ class ApiSettings(BaseSettings):
     max_body_mb: float = Field(default=64.0, gt=0, description="Largest accepted request body.")
 
 
+class IngestSettings(BaseSettings):
+    """GPS ingest filters and the write path (``GRIDPATROL_INGEST_…``). A filter is off when its
+    limit is 0 (or its switch false)."""
+
+    model_config = _config("GRIDPATROL_INGEST_")
+
+    max_future_s: float = Field(default=300.0, ge=0, description="fix time ahead of now")
+    max_age_days: float = Field(default=30.0, ge=0, description="fix time behind now")
+    max_speed_mps: float = Field(default=70.0, ge=0, description="implied speed between fixes")
+    max_accuracy_m: float = Field(default=500.0, ge=0, description="worst horizontal accuracy")
+    service_area: bool = Field(default=True, description="refuse fixes outside the boundaries")
+    service_area_margin_km: float = Field(default=50.0, ge=0)
+    online_s: float = Field(default=300.0, gt=0, description="a device is online this long")
+    partitions_ahead_days: int = Field(default=2, ge=1)
+    writer_max_batch: int = Field(default=5000, ge=1, description="fixes per group commit")
+    max_body_mb: float = Field(default=64.0, gt=0, description="largest batch or file upload")
+
+
+class OsmAndSettings(BaseSettings):
+    """The OsmAnd / Traccar Client HTTP protocol server (``GRIDPATROL_OSMAND_…``)."""
+
+    model_config = _config("GRIDPATROL_OSMAND_")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=5055, ge=0, le=65535, description="0 = any free port")
+    max_connections: int = Field(default=20_000, ge=1)
+    idle_timeout_s: float = Field(default=120.0, gt=0)
+
+
 @dataclass
 class Settings:
     """All settings of one process: from the environment, or built with overrides in tests."""
 
     db: DatabaseSettings = field(default_factory=DatabaseSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    osmand: OsmAndSettings = field(default_factory=OsmAndSettings)
 
 
 def get_settings() -> Settings:

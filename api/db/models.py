@@ -42,6 +42,18 @@ ROLES = ("admin", "planner", "dispatcher", "viewer")
 # Tables PostGIS/pgRouting own, and partitions or staging tables made at run time, are not ours.
 FOREIGN_TABLES = frozenset({"spatial_ref_sys", "topology", "layer"})
 RUNTIME_TABLE_PREFIXES = ("position_p", "tmp_", "staging_")
+# Tables written by raw SQL migrations (partitioning, arrays, set-based hot paths): their
+# migrations are the schema of record, so autogenerate leaves them alone.
+SQL_OWNED_TABLES = frozenset(
+    {
+        "device",
+        "position",
+        "position_default",
+        "device_state",
+        "position_rejected",
+        "ingest_counter",
+    }
+)
 
 
 def include_object(
@@ -53,7 +65,11 @@ def include_object(
 ) -> bool:
     """Alembic filter: compare only the tables this schema owns."""
     if type_ == "table" and name is not None:
-        return name not in FOREIGN_TABLES and not name.startswith(RUNTIME_TABLE_PREFIXES)
+        return (
+            name not in FOREIGN_TABLES
+            and name not in SQL_OWNED_TABLES
+            and not name.startswith(RUNTIME_TABLE_PREFIXES)
+        )
     return True
 
 

@@ -1,0 +1,393 @@
+"""Store a batch of fixes durably, once: filters → COPY → set-based insert, one transaction.
+
+Every path (OsmAnd single fixes through the group-commit writer, JT/T 808, batch uploads,
+files) ends here. Good fixes are COPYed into a session staging table and moved into the
+partitioned ``position`` table with ``ON CONFLICT DO NOTHING`` (the primary key is
+(device, fix time), so a retried fix is a duplicate, never a second row); refused fixes go to
+``position_rejected`` with their reason; ``device_state`` and ``ingest_counter`` are updated in
+the same transaction. Nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from numpy.typing import NDArray
+from psycopg import AsyncConnection, errors
+
+from api.ingest import partitions
+from api.ingest.copybin import COLUMNS as COPY_COLUMNS
+from api.ingest.copybin import OPTIONAL, encode_positions
+from api.ingest.filters import (
+    CODE,
+    DUPLICATE,
+    FIELD_OF,
+    REASONS,
+    STORED,
+    Limits,
+    check_fixes,
+    mark_duplicates,
+    mark_jumps,
+)
+from api.ingest.fixes import FixBatch, FixError
+from api.ingest.registry import CRS_CODES, DeviceRegistry
+from api.settings import IngestSettings
+from gis.crs import to_wgs84
+
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staging_position (LIKE position INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS
+"""
+MOVE = "INSERT INTO position SELECT * FROM staging_position ON CONFLICT DO NOTHING"
+LIVE_STATE = """
+INSERT INTO device_state AS s (device_id, fix_time, lat, lon, geom, speed, course, received_at,
+                               protocol)
+SELECT d, 'epoch'::timestamptz + t * interval '1 microsecond', la, lo,
+       ST_SetSRID(ST_MakePoint(lo, la), 4326), sp, co, now(), %(protocol)s
+  FROM unnest(%(device)s::int[], %(t)s::bigint[], %(lat)s::float8[], %(lon)s::float8[],
+              %(speed)s::real[], %(course)s::real[]) AS u(d, t, la, lo, sp, co)
+ON CONFLICT (device_id) DO UPDATE SET
+    fix_time = EXCLUDED.fix_time, lat = EXCLUDED.lat, lon = EXCLUDED.lon, geom = EXCLUDED.geom,
+    speed = EXCLUDED.speed, course = EXCLUDED.course, received_at = EXCLUDED.received_at,
+    protocol = EXCLUDED.protocol
+ WHERE s.fix_time < EXCLUDED.fix_time
+"""
+# A batch this large first tries one COPY straight into the partitioned table (inside a
+# savepoint); only when a key already exists does it take the staging path.
+DIRECT_COPY_MIN = 2000
+COPY_POSITION = f"COPY position ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT binary)"
+COPY_STAGING = f"COPY staging_position ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT binary)"
+COUNT = """
+INSERT INTO ingest_counter (day, protocol, outcome, n)
+SELECT (now() AT TIME ZONE 'UTC')::date, %(protocol)s, o, n
+  FROM unnest(%(outcomes)s::text[], %(counts)s::bigint[]) AS u(o, n)
+ON CONFLICT (day, protocol, outcome) DO UPDATE SET n = ingest_counter.n + EXCLUDED.n
+"""
+REJECT_COLUMNS = (
+    "protocol",
+    "reason",
+    "field",
+    "row_no",
+    "identifier",
+    "device_id",
+    "fix_time",
+    "lat",
+    "lon",
+    "raw",
+)
+
+
+@dataclass
+class StoreResult:
+    """What became of each fix of a batch, and the counts per outcome."""
+
+    outcome: NDArray[np.int8]
+    stored: int = 0
+    duplicate: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {"stored": self.stored, "duplicate": self.duplicate, **self.rejected}
+
+
+def _csv(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False))
+    return sink.getvalue()
+
+
+def _float(values: NDArray[np.float64]) -> pa.Array:
+    return pa.array(values, type=pa.float64(), from_pandas=True)  # NaN → NULL
+
+
+@dataclass
+class Ingestor:
+    """Turns FixBatches into stored positions; one per process, shared by every protocol."""
+
+    settings: IngestSettings
+    registry: DeviceRegistry = field(default_factory=DeviceRegistry)
+    bbox: tuple[float, float, float, float] | None = None
+    _bbox_checked: float = 0.0
+    _partitions: set[date] = field(default_factory=set)
+
+    async def refresh_service_area(
+        self, conn: AsyncConnection[Any], *, force: bool = False
+    ) -> None:
+        """Service area = extent of the loaded admin areas + margin (re-read every minute)."""
+        if not self.settings.service_area:
+            self.bbox = None
+            return
+        if not force and time.monotonic() - self._bbox_checked < 60:
+            return
+        row = await (
+            await conn.execute(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                "FROM (SELECT ST_Extent(geom) AS e FROM admin_area) x"
+            )
+        ).fetchone()
+        self._bbox_checked = time.monotonic()
+        if row is None or row[0] is None:
+            self.bbox = None
+            return
+        margin_lat = self.settings.service_area_margin_km / 111.32
+        mid = np.radians((row[1] + row[3]) / 2)
+        margin_lon = margin_lat / max(np.cos(mid), 0.1)
+        self.bbox = (
+            row[0] - margin_lon,
+            row[1] - margin_lat,
+            row[2] + margin_lon,
+            row[3] + margin_lat,
+        )
+
+    def limits(self) -> Limits:
+        s = self.settings
+        return Limits(
+            now_us=int(time.time() * 1e6),
+            max_future_s=s.max_future_s,
+            max_age_s=s.max_age_days * 86_400.0,
+            max_speed_mps=s.max_speed_mps,
+            max_accuracy_m=s.max_accuracy_m,
+            bbox=self.bbox,
+        )
+
+    async def prepare(self, conn: AsyncConnection[Any], batch: FixBatch) -> None:
+        """Work done outside the storing transaction: partitions for the batch's days."""
+        self._partitions = await partitions.ensure(
+            conn, partitions.days_of(batch.time_us), self._partitions
+        )
+
+    async def store(
+        self,
+        conn: AsyncConnection[Any],
+        batch: FixBatch,
+        *,
+        protocol: str,
+        errors: Sequence[FixError] = (),
+        source_crs: str | None = None,
+    ) -> StoreResult:
+        """Filter and store ``batch`` (plus quarantine ``errors`` from parsing) atomically.
+
+        Coordinates are converted to WGS-84 from ``source_crs`` when given (a file declared in
+        GCJ-02, say), else from each device's declared CRS. Call ``prepare`` first (outside any
+        transaction) so the day partitions exist.
+        """
+        await self.refresh_service_area(conn)
+        resolved = await self.registry.resolve(conn, batch.device)
+        lat, lon = batch.lat.copy(), batch.lon.copy()
+        if source_crs is not None:
+            lon, lat = to_wgs84(lon, lat, source_crs)
+        else:
+            for code in np.unique(resolved.crs):
+                if CRS_CODES[code] in ("gcj02", "bd09"):
+                    sel = resolved.crs == code
+                    lon[sel], lat[sel] = to_wgs84(lon[sel], lat[sel], CRS_CODES[code])
+        limits = self.limits()
+        outcome = check_fixes(
+            resolved.device_id, resolved.enabled, batch.time_us, lat, lon, batch.accuracy, limits
+        )
+        order = np.lexsort((batch.time_us, resolved.device_id))
+        mark_duplicates(resolved.device_id, batch.time_us, outcome, order=order)
+        async with conn.transaction():
+            if limits.max_speed_mps > 0:
+                last = await self._last_fixes(conn, resolved.device_id[outcome == STORED])
+                mark_jumps(
+                    resolved.device_id,
+                    batch.time_us,
+                    lat,
+                    lon,
+                    outcome,
+                    max_speed_mps=limits.max_speed_mps,
+                    last=last,
+                    order=order,
+                )
+            result = StoreResult(outcome=outcome)
+            good = np.flatnonzero(outcome == STORED)
+            if len(good):
+                inserted = await self._insert(
+                    conn, batch, resolved.device_id, lat, lon, good, protocol
+                )
+                result.stored = inserted
+                result.duplicate = len(good) - inserted
+            result.duplicate += int((outcome == DUPLICATE).sum())
+            refused = np.flatnonzero(outcome > DUPLICATE)
+            await self._quarantine(
+                conn, batch, resolved.device_id, lat, lon, outcome, refused, protocol, errors
+            )
+            codes, numbers = np.unique(outcome[refused], return_counts=True)
+            counts = Counter({REASONS[c]: int(n) for c, n in zip(codes, numbers, strict=True)})
+            counts["unparsable"] += len(errors)
+            result.rejected = {k: v for k, v in counts.items() if v}
+            await self._count(conn, protocol, result.counts())
+        return result
+
+    async def _last_fixes(
+        self, conn: AsyncConnection[Any], device_ids: NDArray[np.int64]
+    ) -> dict[int, tuple[int, float, float]]:
+        if len(device_ids) == 0:
+            return {}
+        rows = await (
+            await conn.execute(
+                "SELECT device_id, (extract(epoch FROM fix_time) * 1e6)::bigint, lat, lon "
+                "FROM device_state WHERE device_id = ANY(%s)",
+                (np.unique(device_ids).tolist(),),
+            )
+        ).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    async def _insert(
+        self,
+        conn: AsyncConnection[Any],
+        batch: FixBatch,
+        device_id: NDArray[np.int64],
+        lat: NDArray[np.float64],
+        lon: NDArray[np.float64],
+        good: NDArray[np.int64],
+        protocol: str,
+    ) -> int:
+        """Write the good fixes; returns how many were new (the rest were duplicates)."""
+        payload = encode_positions(
+            device_id=device_id[good],
+            time_us=batch.time_us[good],
+            lat=lat[good],
+            lon=lon[good],
+            optional={name: getattr(batch, name)[good] for name in OPTIONAL},
+            extras=batch.extras[good],
+            received_us=int(time.time() * 1e6),
+            protocol=protocol,
+        )
+        inserted = await self._copy_direct(conn, payload) if len(good) >= DIRECT_COPY_MIN else None
+        if inserted is None:
+            inserted = await self._copy_staged(conn, payload)
+        await self._live_state(conn, device_id[good], batch, lat, lon, good, protocol)
+        return inserted
+
+    async def _copy_direct(self, conn: AsyncConnection[Any], payload: bytes) -> int | None:
+        """All rows new (the usual case for a large upload): one COPY, no staging."""
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                async with cur.copy(COPY_POSITION) as copy:
+                    await copy.write(payload)
+                return int(cur.rowcount)
+        except errors.UniqueViolation:
+            return None
+
+    async def _copy_staged(self, conn: AsyncConnection[Any], payload: bytes) -> int:
+        await conn.execute(STAGING)
+        async with conn.cursor() as cur:
+            async with cur.copy(COPY_STAGING) as copy:
+                await copy.write(payload)
+            await cur.execute(MOVE)
+            inserted = int(cur.rowcount)
+            await cur.execute("TRUNCATE staging_position")
+        return inserted
+
+    async def _live_state(
+        self,
+        conn: AsyncConnection[Any],
+        device_id: NDArray[np.int64],
+        batch: FixBatch,
+        lat: NDArray[np.float64],
+        lon: NDArray[np.float64],
+        good: NDArray[np.int64],
+        protocol: str,
+    ) -> None:
+        """Each device's newest fix of the batch, computed here, upserted if newer."""
+        t = batch.time_us[good]
+        order = np.lexsort((t, device_id))
+        last = order[np.r_[device_id[order][1:] != device_id[order][:-1], True]]
+        rows = good[last]
+
+        def floats(values: NDArray[np.float64]) -> list[float | None]:
+            return [None if not np.isfinite(v) else float(v) for v in values]
+
+        await conn.execute(
+            LIVE_STATE,
+            {
+                "protocol": protocol,
+                "device": device_id[last].tolist(),
+                "t": batch.time_us[rows].tolist(),
+                "lat": lat[rows].tolist(),
+                "lon": lon[rows].tolist(),
+                "speed": floats(batch.speed[rows]),
+                "course": floats(batch.course[rows]),
+            },
+        )
+
+    async def _quarantine(
+        self,
+        conn: AsyncConnection[Any],
+        batch: FixBatch,
+        device_id: NDArray[np.int64],
+        lat: NDArray[np.float64],
+        lon: NDArray[np.float64],
+        outcome: NDArray[np.int8],
+        refused: NDArray[np.int64],
+        protocol: str,
+        errors: Sequence[FixError],
+    ) -> None:
+        if len(refused) == 0 and not errors:
+            return
+        reasons = [REASONS[c] for c in outcome[refused]]
+        n_err = len(errors)
+        no_time = np.r_[np.zeros(len(refused), bool), np.ones(n_err, bool)]
+        table = pa.table(
+            {
+                "protocol": pa.array([protocol] * (len(refused) + n_err)),
+                "reason": pa.array(reasons + ["unparsable"] * n_err),
+                "field": pa.array([FIELD_OF.get(r) for r in reasons] + [e.field for e in errors]),
+                "row_no": pa.array(batch.row[refused].tolist() + [e.row for e in errors]),
+                "identifier": pa.array([str(d) for d in batch.device[refused]] + [None] * n_err),
+                "device_id": pa.array(
+                    [int(d) if d >= 0 else None for d in device_id[refused]] + [None] * n_err,
+                    type=pa.int64(),
+                ),
+                "fix_time": pa.array(
+                    np.r_[batch.time_us[refused], np.zeros(n_err, np.int64)],
+                    type=pa.timestamp("us", tz="UTC"),
+                    mask=no_time,
+                ),
+                "lat": _float(np.r_[lat[refused], np.full(n_err, np.nan)]),
+                "lon": _float(np.r_[lon[refused], np.full(n_err, np.nan)]),
+                "raw": pa.array([_raw(batch, i) for i in refused] + [e.raw for e in errors]),
+            }
+        )
+        columns = ", ".join(REJECT_COLUMNS)
+        async with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY position_rejected ({columns}) FROM STDIN (FORMAT csv)") as copy,
+        ):
+            await copy.write(_csv(table))
+
+    async def _count(
+        self, conn: AsyncConnection[Any], protocol: str, counts: dict[str, int]
+    ) -> None:
+        items = [(k, v) for k, v in counts.items() if v]
+        if not items:
+            return
+        await conn.execute(
+            COUNT,
+            {
+                "protocol": protocol,
+                "outcomes": [k for k, _ in items],
+                "counts": [v for _, v in items],
+            },
+        )
+
+
+def _raw(batch: FixBatch, i: int) -> str:
+    """The payload as received, or a compact rendering of the parsed fix."""
+    if batch.raw[i] is not None:
+        return str(batch.raw[i])
+    return f"device={batch.device[i]} t_us={batch.time_us[i]} lat={batch.lat[i]} lon={batch.lon[i]}"
+
+
+__all__ = ["CODE", "FIELD_OF", "Ingestor", "StoreResult"]

@@ -1,0 +1,173 @@
+"""Group commit: durable single-fix ingest that is still fast.
+
+Requests (OsmAnd HTTP, JT/T 808 messages) put their fixes on a queue and wait on a future. One
+writer task drains the queue, stores everything waiting in one transaction (one fsync for many
+devices), then resolves each future with its own fixes' outcomes. A device is answered only after
+its fix is committed. When the database fails, every waiting future fails (the protocol answers
+"try again": HTTP 503, no 808 acknowledgement), and the writer reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from numpy.typing import NDArray
+
+from api.ingest.fixes import FixBatch, FixError
+from api.ingest.store import Ingestor, StoreResult
+
+log = logging.getLogger("gridpatrol.ingest")
+
+
+class IngestUnavailable(RuntimeError):
+    """The fixes were not stored (database down or the writer stopping); the sender retries."""
+
+
+@dataclass
+class _Job:
+    batch: FixBatch
+    protocol: str
+    errors: Sequence[FixError]
+    future: asyncio.Future[NDArray[np.int8]]
+
+
+@dataclass
+class GroupWriter:
+    """One per process. ``submit`` returns each fix's outcome code once it is committed."""
+
+    url: str
+    ingestor: Ingestor
+    max_batch: int = 5000
+    max_queue: int = 200_000
+    _queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+    _conn: psycopg.AsyncConnection[Any] | None = None
+    _queued_fixes: int = 0
+    commits: int = 0
+    fixes: int = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+
+    async def stop(self) -> None:
+        """Store what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def submit(
+        self, batch: FixBatch, *, protocol: str, errors: Sequence[FixError] = ()
+    ) -> NDArray[np.int8]:
+        """Queue fixes and wait until they are committed; returns their outcome codes.
+
+        Raises
+        ------
+        IngestUnavailable
+            When the queue is full (back-pressure) or the database failed.
+        """
+        if self._task is None or self._task.done():
+            raise IngestUnavailable("the ingest writer is not running")
+        if self._queued_fixes + len(batch) > self.max_queue:
+            raise IngestUnavailable("ingest queue full; retry shortly")
+        future: asyncio.Future[NDArray[np.int8]] = asyncio.get_running_loop().create_future()
+        self._queued_fixes += len(batch)
+        await self._queue.put(_Job(batch, protocol, errors, future))
+        return await future
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        delay = 0.1
+        while self._conn is None or self._conn.closed:
+            try:
+                self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                log.warning("ingest writer: database unreachable (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return self._conn
+
+    def _drain(self, first: _Job) -> list[_Job]:
+        jobs = [first]
+        size = len(first.batch)
+        while size < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            jobs.append(job)
+            size += len(job.batch)
+        return jobs
+
+    async def _run(self) -> None:
+        while True:
+            jobs = self._drain(await self._queue.get())
+            try:
+                for protocol in sorted({j.protocol for j in jobs}):
+                    await self._commit_isolating(
+                        [j for j in jobs if j.protocol == protocol], protocol
+                    )
+            except Exception as exc:  # noqa: BLE001 - every waiting sender must hear of it
+                await self._fail(jobs, exc)
+            finally:
+                for job in jobs:
+                    self._queued_fixes -= len(job.batch)
+                    self._queue.task_done()
+
+    async def _commit_isolating(self, jobs: list[_Job], protocol: str) -> None:
+        """Commit the group; if it fails for a reason other than the connection, commit each
+        job alone, so one poisonous request cannot keep failing everybody else's."""
+        try:
+            await self._commit(jobs, protocol)
+        except psycopg.OperationalError:
+            raise
+        except Exception:
+            if len(jobs) == 1:
+                raise
+            log.warning("ingest writer: group of %d failed; committing one by one", len(jobs))
+            for job in jobs:
+                try:
+                    await self._commit([job], protocol)
+                except psycopg.OperationalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this job alone fails
+                    await self._fail([job], exc)
+
+    async def _commit(self, jobs: list[_Job], protocol: str) -> None:
+        conn = await self._connection()
+        batch = FixBatch.concat([j.batch for j in jobs])
+        errors = [e for j in jobs for e in j.errors]
+        await self.ingestor.prepare(conn, batch)
+        result: StoreResult = await self.ingestor.store(
+            conn, batch, protocol=protocol, errors=errors
+        )
+        self.commits += 1
+        self.fixes += len(batch)
+        start = 0
+        for job in jobs:
+            end = start + len(job.batch)
+            if not job.future.done():
+                job.future.set_result(result.outcome[start:end])
+            start = end
+
+    async def _fail(self, jobs: list[_Job], exc: Exception) -> None:
+        log.error("ingest writer: batch of %d jobs not stored: %s", len(jobs), exc)
+        if isinstance(exc, psycopg.OperationalError) and self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(IngestUnavailable(f"not stored: {type(exc).__name__}"))

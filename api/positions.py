@@ -1,0 +1,141 @@
+"""Reading positions: a device's track, the live state of all devices, ingest statistics."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+
+from api.errors import NotFound, Unprocessable
+from api.scope import Scope
+
+MAX_TRACK_DAYS = 31
+
+
+def check_window(start: datetime, end: datetime, *, max_days: float) -> None:
+    """Refuse inverted or over-long windows with the limit named."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise Unprocessable(
+            "from and to need a time zone (e.g. 2026-11-24T08:00:00+08:00)", field="from"
+        )
+    if end <= start:
+        raise Unprocessable("'to' must be after 'from'", field="to")
+    if end - start > timedelta(days=max_days):
+        raise Unprocessable(f"the window may span at most {max_days:g} days", field="to")
+
+
+async def device_in_scope(conn: AsyncConnection[Any], scope: Scope, device_id: int) -> None:
+    row = await (
+        await conn.execute(
+            sql.SQL("SELECT 1 FROM device d WHERE d.id = %(id)s AND {}").format(
+                scope.where(sql.SQL("coalesce(d.home_village, '')"))
+            ),
+            {**scope.params(), "id": device_id},
+        )
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no device {device_id}")
+
+
+async def track(
+    conn: AsyncConnection[Any],
+    scope: Scope,
+    device_id: int,
+    start: datetime,
+    end: datetime,
+    *,
+    as_line: bool,
+    simplify_m: float,
+) -> str:
+    """The fixes of one device in [start, end) as GeoJSON: points, or one LineString."""
+    check_window(start, end, max_days=MAX_TRACK_DAYS)
+    await device_in_scope(conn, scope, device_id)
+    params = {"id": device_id, "start": start, "end": end, "tol": simplify_m / 111_320.0}
+    if as_line:
+        query = """
+            SELECT json_build_object(
+                'type', 'Feature',
+                'properties', json_build_object('device_id', %(id)s, 'fixes', count(*),
+                    'from', min(fix_time), 'to', max(fix_time)),
+                'geometry', ST_AsGeoJSON(ST_SimplifyPreserveTopology(
+                    ST_MakeLine(geom ORDER BY fix_time), %(tol)s), 6)::json)::text
+              FROM position
+             WHERE device_id = %(id)s AND fix_time >= %(start)s AND fix_time < %(end)s
+        """
+    else:
+        query = """
+            SELECT json_build_object('type', 'FeatureCollection', 'features',
+                   coalesce(json_agg(ST_AsGeoJSON(t.*, 'geom', 6)::json ORDER BY t.fix_time),
+                            '[]'::json))::text
+              FROM (SELECT fix_time, speed, course, altitude, accuracy, battery, protocol, geom
+                      FROM position
+                     WHERE device_id = %(id)s AND fix_time >= %(start)s AND fix_time < %(end)s
+                     ORDER BY fix_time LIMIT 200000) t
+        """
+    row = await (await conn.execute(query, params)).fetchone()
+    assert row is not None  # noqa: S101 - aggregates return a row
+    return str(row[0])
+
+
+async def live_state(conn: AsyncConnection[Any], scope: Scope, *, online_s: float) -> str:
+    """Latest position of every device in the scope, with online flag, as GeoJSON."""
+    query = sql.SQL(
+        """
+        SELECT json_build_object('type', 'FeatureCollection', 'features',
+               coalesce(json_agg(ST_AsGeoJSON(t.*, 'geom', 6)::json ORDER BY t.device_id),
+                        '[]'::json))::text
+          FROM (SELECT s.device_id, d.identifier, d.plate, d.name, d.kind, d.home_village,
+                       s.fix_time, s.speed, s.course, s.status, s.protocol,
+                       s.fix_time > now() - make_interval(secs => %(online_s)s) AS online,
+                       round(extract(epoch FROM now() - s.fix_time))::int AS age_s, s.geom
+                  FROM device_state s JOIN device d ON d.id = s.device_id
+                 WHERE {scope}) t
+        """
+    ).format(scope=scope.where(sql.SQL("coalesce(d.home_village, '')")))
+    row = await (await conn.execute(query, {**scope.params(), "online_s": online_s})).fetchone()
+    assert row is not None  # noqa: S101
+    return str(row[0])
+
+
+async def ingest_stats(
+    conn: AsyncConnection[Any], *, since: datetime | None, until: datetime | None
+) -> dict[str, Any]:
+    """Outcome counts (stored, duplicate, each rejection reason) per protocol over days."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT protocol, outcome, sum(n)::bigint AS n FROM ingest_counter
+             WHERE (%(since)s::timestamptz IS NULL OR day >= (%(since)s AT TIME ZONE 'UTC')::date)
+               AND (%(until)s::timestamptz IS NULL OR day <= (%(until)s AT TIME ZONE 'UTC')::date)
+             GROUP BY protocol, outcome ORDER BY protocol, outcome
+            """,
+            {"since": since, "until": until},
+        )
+        rows = await cur.fetchall()
+    by_protocol: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    for r in rows:
+        by_protocol.setdefault(r["protocol"], {})[r["outcome"]] = int(r["n"])
+        totals[r["outcome"]] = totals.get(r["outcome"], 0) + int(r["n"])
+    return {"totals": totals, "by_protocol": by_protocol}
+
+
+async def rejected(
+    conn: AsyncConnection[Any], scope: Scope, *, reason: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Recent quarantined fixes (admins see unknown-device rows only with the whole scope)."""
+    query = sql.SQL(
+        """
+        SELECT r.id, r.received_at, r.protocol, r.reason, r.field, r.row_no, r.identifier,
+               r.device_id, r.fix_time, r.lat, r.lon, left(r.raw, 2000) AS raw
+          FROM position_rejected r LEFT JOIN device d ON d.id = r.device_id
+         WHERE (%(reason)s::text IS NULL OR r.reason = %(reason)s)
+           AND {scope}
+         ORDER BY r.id DESC LIMIT %(limit)s
+        """
+    ).format(scope=scope.where(sql.SQL("coalesce(d.home_village, '')")))
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**scope.params(), "reason": reason, "limit": limit})
+        return await cur.fetchall()
