@@ -15,9 +15,14 @@ from api import __version__
 from api.auth import TokenStore
 from api.db import database_url
 from api.errors import install_handlers
+from api.ingest import partitions
+from api.ingest.store import Ingestor
+from api.ingest.writer import GroupWriter
+from api.protocols.osmand_server import OsmAndServer
 from api.ratelimit import RateLimiter
-from api.routers import admin_areas, health, pages, users
+from api.routers import admin_areas, devices, health, pages, positions, users
 from api.settings import Settings, get_settings
+from api.tasks import Periodic
 
 log = logging.getLogger("gridpatrol")
 STATIC = Path(__file__).parent / "static"
@@ -44,9 +49,30 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
         app.state.tokens = TokenStore(pool, ttl=settings.api.token_cache_seconds)
+        ingestor = Ingestor(settings.ingest)
+        writer = GroupWriter(url, ingestor, max_batch=settings.ingest.writer_max_batch)
+        app.state.ingestor, app.state.writer = ingestor, writer
+        await writer.start()
+        periodic = Periodic()
+
+        async def partitions_ahead() -> None:
+            async with pool.connection() as conn:
+                await partitions.ensure_ahead(
+                    conn, behind=1, ahead=settings.ingest.partitions_ahead_days
+                )
+
+        periodic.start("partitions", 3600.0, partitions_ahead)
+        osmand = OsmAndServer(settings.osmand, writer) if settings.osmand.enabled else None
+        app.state.osmand = osmand
+        if osmand is not None:
+            await osmand.start()
         try:
             yield
         finally:
+            if osmand is not None:
+                await osmand.stop()
+            await periodic.stop()
+            await writer.stop()
             await pool.close()
 
     app = FastAPI(
@@ -58,7 +84,7 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
     app.state.settings = settings
     app.state.login_limiter = RateLimiter(rate=0.5, burst=10)
     install_handlers(app)
-    for module in (health, admin_areas, users, pages):
+    for module in (health, admin_areas, users, devices, positions, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -159,12 +159,14 @@ def bearer_token(request: Request) -> str | None:
 
 
 class RequireRole:
-    """Dependency that authenticates the caller and checks the route's declared role."""
+    """Dependency that authenticates the caller and checks the route's declared role(s)."""
 
-    def __init__(self, role: str) -> None:
-        if role not in SATISFIES:
-            raise ValueError(f"unknown role {role!r}")
+    def __init__(self, role: str, *also: str) -> None:
+        for name in (role, *also):
+            if name not in SATISFIES:
+                raise ValueError(f"unknown role {name!r}")
         self.role = role
+        self.allowed: frozenset[str] = frozenset().union(*(SATISFIES[r] for r in (role, *also)))
 
     async def __call__(self, request: Request) -> Principal:
         token = bearer_token(request)
@@ -174,7 +176,7 @@ class RequireRole:
         principal = await store.resolve(token)
         if principal is None:
             raise Unauthorized("invalid, expired or revoked token")
-        if principal.role not in SATISFIES[self.role]:
+        if principal.role not in self.allowed:
             raise Forbidden(f"this needs the {self.role} role; your role is {principal.role}")
         request.state.principal = principal
         return principal
@@ -193,3 +195,4 @@ Dispatcher = Annotated[Principal, Depends(RequireRole("dispatcher"))]
 Planner = Annotated[Principal, Depends(RequireRole("planner"))]
 Admin = Annotated[Principal, Depends(RequireRole("admin"))]
 DeviceWriter = Annotated[Principal, Depends(RequireRole("device"))]
+ViewerOrDevice = Annotated[Principal, Depends(RequireRole("viewer", "device"))]

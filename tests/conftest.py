@@ -20,7 +20,8 @@ from api.app import create_app
 from api.auth import SYSTEM
 from api.db import migrate
 from api.db.cluster import EmbeddedCluster, free_port
-from api.settings import ApiSettings, DatabaseSettings, Settings
+from api.demo import load_demo
+from api.settings import ApiSettings, DatabaseSettings, OsmAndSettings, Settings
 from api.users import create_user
 
 T = TypeVar("T")
@@ -55,6 +56,18 @@ def db_url(pg: EmbeddedCluster) -> str:
     return pg.url
 
 
+@pytest.fixture(scope="session")
+def demo(db_url: str) -> str:
+    """The Xilingol demo data, loaded once per session."""
+
+    async def load() -> None:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await load_demo(conn)
+
+    run(load())
+    return db_url
+
+
 @pytest.fixture
 def db(db_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -66,6 +79,7 @@ def settings(db_url: str, workdir: Path) -> Settings:
     settings = Settings(
         db=DatabaseSettings(url=db_url, data_dir=workdir / "no-embedded", pool_min=1, pool_max=8),
         api=ApiSettings(state_dir=workdir / "state", token_cache_seconds=0.0),
+        osmand=OsmAndSettings(port=0),
     )
     assert settings.db.url == db_url, "tests must never fall back to the user's data dir"
     return settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import boundaries, db, demo, serve, users
+from api.cli import boundaries, db, demo, devices, ingest, serve, users
 
 app = typer.Typer(
     name="gridpatrol",
@@ -17,6 +17,10 @@ app.add_typer(db.app, name="db", help="Embedded PostgreSQL+PostGIS cluster and m
 app.add_typer(users.app, name="users", help="Users, roles, data scopes and tokens.")
 app.add_typer(demo.app, name="demo", help="Xilingol League demo data.")
 app.add_typer(boundaries.app, name="boundaries", help="Import admin-area boundary files.")
+app.add_typer(devices.app, name="devices", help="Register GPS devices (车载终端), list them.")
+app.command("ingest", help="Store a track file (gridpatrol ingest FILE), or show 'stats'.")(
+    ingest.ingest
+)
 app.command("serve", help="Serve the API and map pages (and device protocol servers).")(serve.serve)
 app.command("run", help="Everything make run does: database, migrations, demo, admin, serve.")(
     serve.run

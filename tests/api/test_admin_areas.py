@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from tests.api.test_demo import demo  # noqa: F401 - the demo fixture
 from tests.conftest import auth
 
 XILINHOT = "152502000000"

@@ -18,12 +18,6 @@ async def _load(url: str, force: bool = False) -> list[str]:
         return await load_demo(conn, force=force)
 
 
-@pytest.fixture(scope="session")
-def demo(db_url: str) -> str:
-    run(_load(db_url))
-    return db_url
-
-
 def _counts(db: psycopg.Connection[Any]) -> dict[str, int]:
     rows = db.execute(
         "SELECT level, count(*) FROM admin_area WHERE code LIKE '1525%' GROUP BY level"
@@ -33,7 +27,7 @@ def _counts(db: psycopg.Connection[Any]) -> dict[str, int]:
 
 def test_loading_twice_gives_the_same_counts(demo: str, db: psycopg.Connection[Any]) -> None:
     first = _counts(db)
-    assert run(_load(demo)) == ["demo.areas: already loaded"]
+    assert "demo.areas: already loaded" in run(_load(demo))
     run(_load(demo, force=True))
     assert _counts(db) == first
     assert first == {"league": 1, "county": 13, "township": 99, "village": 1088}

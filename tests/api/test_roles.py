@@ -11,7 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
-from api.auth import SATISFIES, RequireRole
+from api.auth import RequireRole
 from tests.conftest import auth
 
 PUBLIC = {
@@ -26,17 +26,17 @@ PUBLIC = {
 PATH_VALUES = {"code": "152502000000", "name": "nobody", "id": "1", "layer": "grids"}
 
 
-def _required_role(dependant: Dependant) -> str | None:
+def _required_role(dependant: Dependant) -> RequireRole | None:
     for dep in dependant.dependencies:
         if isinstance(dep.call, RequireRole):
-            return dep.call.role
+            return dep.call
         found = _required_role(dep)
         if found:
             return found
     return None
 
 
-def _routes(client: TestClient) -> list[tuple[str, str, str | None]]:
+def _routes(client: TestClient) -> list[tuple[str, str, RequireRole | None]]:
     out = []
     for context in iter_route_contexts(client.app.routes):  # type: ignore[attr-defined]
         route = context.original_route
@@ -81,7 +81,7 @@ def test_a_too_weak_role_gives_403(client: TestClient, tokens: dict[str, str]) -
     for method, path, role in _routes(client):
         if role is None:
             continue
-        weaker = [r for r in tokens if r not in SATISFIES[role]]
+        weaker = [r for r in tokens if r not in role.allowed]
         for weak in weaker:
             response = client.request(method, _url(path), json={}, headers=auth(tokens[weak]))
             checked += 1

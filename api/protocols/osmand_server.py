@@ -1,0 +1,238 @@
+"""The OsmAnd / Traccar Client HTTP server (default port 5055, as Traccar).
+
+A lean HTTP/1.1 server on ``httptools`` (no framework per request: devices post thousands of
+fixes a second). Each request is parsed (``api.protocols.osmand``), handed to the group-commit
+writer, and answered only after the fix is committed:
+
+- 200, empty body: stored, a duplicate of a stored fix, or quarantined by a filter (the device
+  must not resend it; the outcome is in ``X-GridPatrol-Outcome``);
+- 400 with ``field: reason``: unparsable request or unknown device (as Traccar) — quarantined too;
+- 503 with ``Retry-After``: not stored (database down, queue full); the device keeps and retries.
+
+Keep-alive and pipelining are supported; requests on one connection are answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import httptools
+
+from api.ingest.filters import REASONS
+from api.ingest.fixes import FixBatch, FixError
+from api.ingest.writer import GroupWriter, IngestUnavailable
+from api.protocols import osmand
+from api.settings import OsmAndSettings
+
+log = logging.getLogger("gridpatrol.osmand")
+MAX_BODY = 64 * 1024
+_STATUS = {
+    200: b"OK",
+    400: b"Bad Request",
+    405: b"Method Not Allowed",
+    413: b"Payload Too Large",
+    503: b"Service Unavailable",
+}
+
+
+def _response(
+    status: int, body: bytes = b"", *, outcome: str | None = None, close: bool = False
+) -> bytes:
+    head = [b"HTTP/1.1 %d %s" % (status, _STATUS[status]), b"Content-Length: %d" % len(body)]
+    if body:
+        head.append(b"Content-Type: text/plain; charset=utf-8")
+    if outcome:
+        head.append(b"X-GridPatrol-Outcome: " + outcome.encode())
+    if status == 503:
+        head.append(b"Retry-After: 5")
+    if close:
+        head.append(b"Connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+@dataclass
+class _Request:
+    method: bytes = b""
+    url: bytes = b""
+    content_type: bytes = b""
+    body: bytearray = field(default_factory=bytearray)
+    keep_alive: bool = True
+
+
+class _Connection(asyncio.Protocol):
+    """One device connection: parse requests, answer them in order."""
+
+    def __init__(self, server: OsmAndServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.current = _Request()
+        self._header: bytes = b""
+        self.queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self.worker: asyncio.Task[None] | None = None
+        self.last_seen = time.monotonic()
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if len(self.server.connections) >= self.server.settings.max_connections:
+            self.transport.write(_response(503, b"too many connections", close=True))
+            self.transport.close()
+            return
+        self.server.connections.add(self)
+        self.worker = asyncio.get_running_loop().create_task(self._work())
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, b"upgrade not supported")
+        except httptools.HttpParserError:
+            self._fail(400, b"malformed HTTP request")
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - protocol API
+        self.server.connections.discard(self)
+        self.queue.put_nowait(None)
+
+    # ---- httptools callbacks -------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.current = _Request()
+
+    def on_url(self, url: bytes) -> None:
+        self.current.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-type":
+            self.current.content_type = value.lower()
+
+    def on_body(self, body: bytes) -> None:
+        self.current.body += body
+        if len(self.current.body) > MAX_BODY:
+            self._fail(413, b"body too large")
+
+    def on_message_complete(self) -> None:
+        self.current.method = self.parser.get_method()
+        self.current.keep_alive = self.parser.should_keep_alive()
+        self.queue.put_nowait(self.current)
+
+    # ---- work ------------------------------------------------------------------------------------
+    def _fail(self, status: int, message: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_response(status, message, close=True))
+            self.transport.close()
+
+    async def _work(self) -> None:
+        while True:
+            request = await self.queue.get()
+            if request is None or self.transport is None or self.transport.is_closing():
+                return
+            reply = await self.server.handle(request)
+            if self.transport.is_closing():
+                return
+            self.transport.write(reply)
+            if not request.keep_alive:
+                self.transport.close()
+                return
+
+
+class OsmAndServer:
+    """Listens for OsmAnd/Traccar Client requests and feeds the group-commit writer."""
+
+    def __init__(
+        self,
+        settings: OsmAndSettings,
+        writer: GroupWriter,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.clock = clock
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self),
+            self.settings.host,
+            self.settings.port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        self._reaper = loop.create_task(self._reap_idle())
+        log.info("OsmAnd protocol on %s:%d", self.settings.host, self.port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            return self.settings.port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _reap_idle(self) -> None:
+        """Close connections idle longer than the timeout (slow or vanished devices)."""
+        while True:
+            await asyncio.sleep(min(self.settings.idle_timeout_s / 4, 15.0))
+            cutoff = time.monotonic() - self.settings.idle_timeout_s
+            for conn in list(self.connections):
+                if conn.last_seen < cutoff and conn.transport is not None and conn.queue.empty():
+                    conn.transport.close()
+
+    async def handle(self, request: _Request) -> bytes:
+        if request.method not in (b"GET", b"POST"):
+            return _response(405, b"use GET or POST")
+        raw = (request.url + (b" " + bytes(request.body) if request.body else b"")).decode(
+            "utf-8", "replace"
+        )
+        now_us = int(self.clock() * 1e6)
+        try:
+            batch = self._parse(request, now_us)
+        except osmand.OsmAndError as exc:
+            error = FixError(row=1, reason=exc.reason, field=exc.field, raw=raw)
+            return await self._quarantine_only(error)
+        batch.raw[:] = raw
+        try:
+            outcome = await self.writer.submit(batch, protocol="osmand")
+        except IngestUnavailable as exc:
+            return _response(503, str(exc).encode())
+        reasons = sorted({REASONS[c] for c in outcome})
+        if "unknown_device" in reasons:
+            return _response(400, b"id: unknown device", outcome="unknown_device")
+        return _response(200, outcome=",".join(reasons))
+
+    def _parse(self, request: _Request, now_us: int) -> FixBatch:
+        query = request.url.partition(b"?")[2]
+        body = bytes(request.body)
+        if request.method == b"POST" and body:
+            if request.content_type.startswith(b"application/json"):
+                return osmand.parse_json(body, now_us=now_us)
+            query = query + b"&" + body if query else body  # form fields
+        return osmand.parse_query(query, now_us=now_us)
+
+    async def _quarantine_only(self, error: FixError) -> bytes:
+        try:
+            await self.writer.submit(FixBatch.empty(), protocol="osmand", errors=[error])
+        except IngestUnavailable as exc:
+            return _response(503, str(exc).encode())
+        return _response(400, f"{error.field}: {error.reason}".encode(), outcome="unparsable")

@@ -1,0 +1,200 @@
+"""``/api/v1/positions``: batch and file uploads; ``/api/v1/ingest``: statistics, quarantine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from api import positions
+from api.auth import Admin, DeviceWriter, Principal, require_role
+from api.deps import AppSettings, Conn
+from api.errors import BadRequest, Forbidden, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from api.ingest.fixes import FixBatch, FixError
+from api.ingest.store import Ingestor
+from api.protocols import trackfiles
+from api.protocols.batchjson import BatchFormatError, parse_batch_json
+
+router = APIRouter(tags=["positions"])
+MAX_ERRORS_SHOWN = 100
+
+
+class IngestReport(BaseModel):
+    """What became of an upload: counts per outcome and the first unreadable rows."""
+
+    received: int
+    stored: int
+    duplicate: int
+    rejected: dict[str, int]
+    errors: list[dict[str, Any]]
+    format: str | None = None
+    stopped_at: str | None = None
+
+
+async def read_body(request: Request, max_mb: float) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds the limit."""
+    limit = int(max_mb * 1024 * 1024)
+    message = f"the body is larger than {max_mb:g} MB; split the upload"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(message, limit_mb=max_mb)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(message, limit_mb=max_mb)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def own_device_only(principal: Principal, batch: FixBatch) -> None:
+    """A device token posts for its own device only; anything else refuses the whole request."""
+    if principal.device_id is None:
+        return
+    mine = principal.name.removeprefix("device:")
+    others = sorted({str(d) for d in batch.device} - {mine})
+    if others:
+        raise Forbidden(f"a device token may post only its own fixes, not {', '.join(others[:5])}")
+
+
+async def _store(
+    request: Request,
+    conn: Any,
+    principal: Principal,
+    batch: FixBatch,
+    errors: list[FixError],
+    *,
+    protocol: str,
+    fmt: str | None = None,
+    stopped_at: str | None = None,
+) -> IngestReport:
+    own_device_only(principal, batch)
+    ingestor: Ingestor = request.app.state.ingestor
+    await ingestor.prepare(conn, batch)
+    result = await ingestor.store(conn, batch, protocol=protocol, errors=errors)
+    return IngestReport(
+        received=len(batch) + len(errors),
+        stored=result.stored,
+        duplicate=result.duplicate,
+        rejected=result.rejected,
+        errors=[
+            {"row": e.row, "field": e.field, "reason": e.reason} for e in errors[:MAX_ERRORS_SHOWN]
+        ],
+        format=fmt,
+        stopped_at=stopped_at,
+    )
+
+
+def _default_device(principal: Principal, device: str | None) -> str | None:
+    if principal.device_id is not None:
+        return principal.name.removeprefix("device:")
+    return device
+
+
+@router.post(
+    "/api/v1/positions",
+    response_model=IngestReport,
+    summary="Batch upload: JSON array, GeoJSON FeatureCollection or CSV",
+)
+async def post_positions(
+    request: Request,
+    principal: DeviceWriter,
+    conn: Conn,
+    settings: AppSettings,
+    device: Annotated[str | None, Query(description="device for rows that name none")] = None,
+) -> IngestReport:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request, settings.ingest.max_body_mb)
+    default = _default_device(principal, device)
+    if content_type in ("application/json", ""):
+        try:
+            batch, errors = parse_batch_json(body, default_device=default)
+        except BatchFormatError as exc:
+            if body.lstrip()[:1] == b"{":  # a GeoJSON FeatureCollection
+                return await _file(request, conn, principal, body, "geojson", default, "batch")
+            raise BadRequest(str(exc), field=exc.field) from exc
+        return await _store(request, conn, principal, batch, errors, protocol="batch", fmt="json")
+    if content_type in ("application/geo+json",):
+        return await _file(request, conn, principal, body, "geojson", default, "batch")
+    if content_type in ("text/csv", "application/csv"):
+        return await _file(request, conn, principal, body, "csv", default, "batch")
+    raise UnsupportedMediaType(
+        f"unsupported content type {content_type!r}: send application/json, "
+        "application/geo+json or text/csv",
+        field="content-type",
+    )
+
+
+@router.post(
+    "/api/v1/positions/files",
+    response_model=IngestReport,
+    summary="Upload a track file: GPX, NMEA 0183, CSV or GeoJSON",
+)
+async def post_file(
+    request: Request,
+    principal: DeviceWriter,
+    conn: Conn,
+    settings: AppSettings,
+    device: Annotated[str | None, Query(description="device the track belongs to")] = None,
+    format: Annotated[
+        str | None, Query(pattern="^(gpx|nmea|csv|geojson)$", description="detected when absent")
+    ] = None,
+    filename: Annotated[
+        str | None, Query(description="original name, for format detection")
+    ] = None,
+) -> IngestReport:
+    body = await read_body(request, settings.ingest.max_body_mb)
+    fmt = format or trackfiles.detect_format(body, filename)
+    return await _file(
+        request, conn, principal, body, fmt, _default_device(principal, device), "file"
+    )
+
+
+async def _file(
+    request: Request,
+    conn: Any,
+    principal: Principal,
+    body: bytes,
+    fmt: str | None,
+    device: str | None,
+    protocol: str,
+) -> IngestReport:
+    try:
+        parsed = trackfiles.parse_file(body, format=fmt, device=device)
+    except trackfiles.TrackFileError as exc:
+        raise Unprocessable(str(exc), field=getattr(exc, "field", "file")) from exc
+    return await _store(
+        request,
+        conn,
+        principal,
+        parsed.fixes,
+        list(parsed.errors),
+        protocol=protocol,
+        fmt=parsed.format,
+        stopped_at=parsed.stopped_at,
+    )
+
+
+@router.get(
+    "/api/v1/ingest/stats",
+    summary="Fixes stored, duplicate and rejected per reason",
+    dependencies=[require_role("admin")],
+)
+async def ingest_stats(
+    conn: Conn,
+    since: Annotated[datetime | None, Query(alias="from")] = None,
+    until: Annotated[datetime | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    return await positions.ingest_stats(conn, since=since, until=until)
+
+
+@router.get("/api/v1/ingest/rejected", summary="Recently quarantined fixes with their reasons")
+async def ingest_rejected(
+    principal: Admin,
+    conn: Conn,
+    reason: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[dict[str, Any]]:
+    return await positions.rejected(conn, principal.scope, reason=reason, limit=limit)

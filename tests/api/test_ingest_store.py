@@ -1,0 +1,218 @@
+"""The storing transaction: every fix stored once or quarantined with its reason."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from api.auth import SYSTEM
+from api.devices import DeviceIn, create_device
+from api.ingest import partitions
+from api.ingest.fixes import FixBatch, FixError, to_time_us
+from api.ingest.store import Ingestor
+from api.settings import IngestSettings
+from gis.crs import wgs84_to_gcj02
+from tests.conftest import run
+
+VILLAGE = "152502100200"
+LAT, LON = 43.95, 116.05  # inside 锡林浩特市
+_ids = itertools.count()
+
+
+async def _device(url: str, **fields: Any) -> str:
+    identifier = f"test-{time.time_ns()}-{next(_ids)}"
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await create_device(
+            conn, SYSTEM, DeviceIn(identifier=identifier, home_village=VILLAGE, **fields)
+        )
+    return identifier
+
+
+async def _store(
+    url: str, ingestor: Ingestor, batch: FixBatch, errors: list[FixError] | None = None
+) -> Any:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await ingestor.prepare(conn, batch)
+        return await ingestor.store(conn, batch, protocol="test", errors=errors or [])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+
+
+def _track(
+    device: str, n: int, *, start: datetime, step_s: int = 10, east_mps: float = 10.0
+) -> list[dict[str, Any]]:
+    dlon = east_mps * step_s / (111_320 * np.cos(np.radians(LAT)))
+    return [
+        {
+            "device": device,
+            "time": start + timedelta(seconds=step_s * i),
+            "lat": LAT,
+            "lon": LON + i * dlon,
+            "speed": east_mps,
+            "accuracy": 5.0,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def ingestor() -> Ingestor:
+    return Ingestor(IngestSettings())
+
+
+@pytest.mark.usefixtures("demo")
+def test_every_fix_is_stored_or_quarantined(
+    db_url: str, db: psycopg.Connection[Any], ingestor: Ingestor
+) -> None:
+    good = run(_device(db_url))
+    disabled = run(_device(db_url, enabled=False))
+    start = _now()
+    recs = _track(good, 10, start=start)
+    recs[4] = {**recs[4], "lat": LAT + 0.5}  # a 55 km spike in 10 s
+    recs += [
+        {**recs[0]},  # exact duplicate inside the batch
+        {"device": good, "time": start - timedelta(hours=1), "lat": 0.0, "lon": 0.0},
+        {"device": good, "time": datetime.now(UTC) + timedelta(hours=2), "lat": LAT, "lon": LON},
+        {"device": good, "time": datetime.now(UTC) - timedelta(days=90), "lat": LAT, "lon": LON},
+        {"device": good, "time": start - timedelta(hours=2), "lat": 30.27, "lon": -97.74},
+        {
+            "device": good,
+            "time": start - timedelta(hours=3),
+            "lat": LAT,
+            "lon": LON,
+            "accuracy": 5000.0,
+        },
+        {"device": "never-registered", "time": start, "lat": LAT, "lon": LON},
+        {"device": disabled, "time": start, "lat": LAT, "lon": LON},
+    ]
+    errors = [FixError(row=99, reason="not a number", field="lat", raw="lat=abc")]
+    result = run(_store(db_url, ingestor, FixBatch.from_records(recs), errors))
+    assert result.stored == 9
+    assert result.duplicate == 1
+    assert result.rejected == {
+        "implausible_jump": 1,
+        "bad_coordinates": 1,
+        "future": 1,
+        "too_old": 1,
+        "outside_service_area": 1,
+        "poor_accuracy": 1,
+        "unknown_device": 1,
+        "disabled_device": 1,
+        "unparsable": 1,
+    }
+    device_id = db.execute("SELECT id FROM device WHERE identifier = %s", (good,)).fetchone()[0]  # type: ignore[index]
+    assert db.execute(
+        "SELECT count(*) FROM position WHERE device_id = %s", (device_id,)
+    ).fetchone() == (9,)
+    reasons = dict(
+        db.execute(
+            "SELECT reason, count(*) FROM position_rejected "
+            "WHERE device_id = %s OR identifier = %s OR raw = 'lat=abc' GROUP BY reason",
+            (device_id, "never-registered"),
+        ).fetchall()
+    )
+    assert (
+        reasons["implausible_jump"] == 1
+    )
+    assert (
+        reasons["unparsable"] == 1
+    )
+    assert (
+        reasons["unknown_device"] == 1
+    )
+    state = db.execute(
+        "SELECT fix_time FROM device_state WHERE device_id = %s", (device_id,)
+    ).fetchone()
+    assert state == (start + timedelta(seconds=90),)
+
+
+@pytest.mark.usefixtures("demo")
+def test_retrying_the_same_fixes_creates_no_duplicates(
+    db_url: str, db: psycopg.Connection[Any], ingestor: Ingestor
+) -> None:
+    device = run(_device(db_url))
+    batch = FixBatch.from_records(_track(device, 20, start=_now()))
+    first = run(_store(db_url, ingestor, batch))
+    again = run(_store(db_url, ingestor, batch))
+    assert (first.stored, first.duplicate) == (20, 0)
+    assert (again.stored, again.duplicate) == (0, 20)
+    assert db.execute(
+        "SELECT count(*) FROM position p JOIN device d ON d.id = p.device_id "
+        "WHERE d.identifier = %s",
+        (device,),
+    ).fetchone() == (20,)
+
+
+@pytest.mark.usefixtures("demo")
+def test_a_gcj02_terminal_is_converted_at_the_edge(
+    db_url: str, db: psycopg.Connection[Any], ingestor: Ingestor
+) -> None:
+    device = run(_device(db_url, crs="gcj02"))
+    truth = _track(device, 5, start=_now())
+    glon, glat = wgs84_to_gcj02([r["lon"] for r in truth], [r["lat"] for r in truth])
+    sent = [
+        {**r, "lon": float(x), "lat": float(y)} for r, x, y in zip(truth, glon, glat, strict=True)
+    ]
+    assert run(_store(db_url, ingestor, FixBatch.from_records(sent))).stored == 5
+    rows = db.execute(
+        "SELECT p.lon, p.lat FROM position p JOIN device d ON d.id = p.device_id "
+        "WHERE d.identifier = %s ORDER BY fix_time",
+        (device,),
+    ).fetchall()
+    for (lon, lat), r in zip(rows, truth, strict=True):
+        assert lon == pytest.approx(r["lon"], abs=1e-8)  # < 1 mm
+        assert lat == pytest.approx(r["lat"], abs=1e-8)
+
+
+@pytest.mark.usefixtures("demo")
+def test_partitions_across_a_day_boundary(db_url: str, db: psycopg.Connection[Any]) -> None:
+    device = run(_device(db_url))
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=3
+    )
+    recs = _track(device, 12, start=midnight - timedelta(seconds=60), step_s=10)
+    ingestor = Ingestor(IngestSettings())
+    assert run(_store(db_url, ingestor, FixBatch.from_records(recs))).stored == 12
+    rows = db.execute(
+        "SELECT p.tableoid::regclass::text, count(*) FROM position p "
+        "JOIN device d ON d.id = p.device_id WHERE d.identifier = %s GROUP BY 1 ORDER BY 1",
+        (device,),
+    ).fetchall()
+    before, after = midnight.date() - timedelta(days=1), midnight.date()
+    assert rows == [(partitions.partition_name(before), 6), (partitions.partition_name(after), 6)]
+
+
+@pytest.mark.usefixtures("demo")
+def test_rows_in_the_default_partition_move_into_a_new_partition(
+    db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    device = run(_device(db_url))
+    day = (datetime.now(UTC) - timedelta(days=20)).date()
+    when = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    device_id = db.execute("SELECT id FROM device WHERE identifier = %s", (device,)).fetchone()[0]  # type: ignore[index]
+    db.execute(f"DROP TABLE IF EXISTS {partitions.partition_name(day)}")
+    db.execute(
+        "INSERT INTO position (device_id, fix_time, lat, lon, geom, protocol) "
+        "VALUES (%s, %s, %s, %s, ST_SetSRID(ST_MakePoint(%s, %s), 4326), 'test')",
+        (device_id, when, LAT, LON, LON, LAT),
+    )
+
+    async def make() -> None:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await partitions.ensure(conn, [day], set())
+
+    run(make())
+    where = db.execute(
+        "SELECT tableoid::regclass::text FROM position WHERE device_id = %s AND fix_time = %s",
+        (device_id, when),
+    ).fetchone()
+    assert where == (partitions.partition_name(day),)
+    assert to_time_us(when) > 0
