@@ -1,0 +1,136 @@
+"""Load generation helpers shared by protocol benchmarks: a server subprocess and an open-loop
+HTTP client (devices send on their own schedule, so latency is not hidden by queueing)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from api.db.cluster import free_port
+
+LOGS = Path(__file__).parent / "results" / "logs"
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout:.0f}s")
+
+
+@contextmanager
+def server_process(url: str, name: str, **env: str) -> Iterator[dict[str, int]]:
+    """``gridpatrol serve`` in a subprocess on free ports, output to bench/results/logs/."""
+    ports = {"api": free_port(), "osmand": free_port(), "jt808": free_port()}
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = (LOGS / f"{name}.log").open("w")
+    environment = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "GRIDPATROL_API_PORT": str(ports["api"]),
+        "GRIDPATROL_OSMAND_PORT": str(ports["osmand"]),
+        "GRIDPATROL_JT808_PORT": str(ports["jt808"]),
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from api.cli import main; main()", "serve"],
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(ports["osmand"])
+        wait_for_port(ports["api"])
+        yield ports
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+async def _device_loop(
+    port: int,
+    identifier: str,
+    interval: float,
+    until: float,
+    start_ms: int,
+    lat: float,
+    lon: float,
+    latencies: list[float],
+    failures: list[int],
+) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = ok = 0
+    loop = asyncio.get_running_loop()
+    next_at = loop.time() + interval * (hash(identifier) % 1000) / 1000.0
+    while True:
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        if loop.time() >= until:
+            break
+        ts = start_ms + sent * int(interval * 1000)
+        query = f"id={identifier}&lat={lat + sent * 1e-5:.6f}&lon={lon:.6f}&timestamp={ts}&speed=10"
+        t0 = time.perf_counter()
+        writer.write(f"GET /?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        if length:
+            await reader.readexactly(length)
+        latencies.append(time.perf_counter() - t0)
+        sent += 1
+        if head.startswith(b"HTTP/1.1 200"):
+            ok += 1
+        else:
+            failures.append(int(head[9:12]))
+        next_at += interval
+    writer.close()
+    return ok
+
+
+async def osmand_load(
+    port: int,
+    identifiers: list[str],
+    *,
+    rate_per_device: float,
+    seconds: float,
+    start_ms: int,
+    center: tuple[float, float],
+) -> tuple[int, list[float], list[int], float]:
+    """Every device sends ``rate_per_device`` fixes/s for ``seconds``; returns (ok count,
+    latencies in s, failure statuses, elapsed s)."""
+    latencies: list[float] = []
+    failures: list[int] = []
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    until = begin + seconds
+    tasks = [
+        _device_loop(
+            port,
+            ident,
+            1.0 / rate_per_device,
+            until,
+            start_ms + i,
+            center[0] + (i % 50) * 1e-3,
+            center[1] + (i // 50) * 1e-3,
+            latencies,
+            failures,
+        )
+        for i, ident in enumerate(identifiers)
+    ]
+    oks = await asyncio.gather(*tasks)
+    return sum(oks), latencies, failures, loop.time() - begin
