@@ -22,6 +22,7 @@ from api.db import migrate
 from api.db.cluster import EmbeddedCluster, free_port
 from api.demo import load_demo
 from api.settings import ApiSettings, DatabaseSettings, OsmAndSettings, Settings
+from api.devices import DeviceIn, create_device
 from api.users import create_user
 
 T = TypeVar("T")
@@ -112,10 +113,28 @@ def make_token(db_url: str) -> Any:
     return make
 
 
+async def _make_device(url: str, identifier: str, village: str | None) -> str:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        _, token = await create_device(conn, SYSTEM, DeviceIn(identifier=identifier, home_village=village))
+    return token
+
+
 @pytest.fixture(scope="session")
-def tokens(make_token: Any) -> dict[str, str]:
-    """One league-wide user per role."""
-    return {role: make_token(role) for role in ROLES}
+def make_device(db_url: str) -> Any:
+    """``make_device(village=None)`` → (identifier, device token)."""
+    counter = iter(range(1_000_000))
+
+    def make(village: str | None = None) -> tuple[str, str]:
+        identifier = f"dev-{next(counter)}-{os.getpid()}"
+        return identifier, run(_make_device(db_url, identifier, village))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tokens(make_token: Any, make_device: Any) -> dict[str, str]:
+    """One league-wide user per role, and a device."""
+    return {**{role: make_token(role) for role in ROLES}, "device": make_device()[1]}
 
 
 def auth(token: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import boundaries, db, demo, devices, ingest, serve, users
+from api.cli import boundaries, db, demo, devices, ingest, serve, simulate, users
 
 app = typer.Typer(
     name="gridpatrol",
@@ -24,6 +24,12 @@ app.command("ingest", help="Store a track file (gridpatrol ingest FILE), or show
 app.command("serve", help="Serve the API and map pages (and device protocol servers).")(serve.serve)
 app.command("run", help="Everything make run does: database, migrations, demo, admin, serve.")(
     serve.run
+)
+app.command("simulate", help="Simulate 草原110 patrol vehicles and send their fixes.")(
+    simulate.simulate
+)
+app.command("replay", help="Replay a real track file (e.g. the bus AVL CSV) in time order.")(
+    simulate.replay
 )
 app.command("settings", help="Print the effective settings (secrets hidden).")(serve.show_settings)
 

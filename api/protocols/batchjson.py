@@ -110,7 +110,7 @@ def parse_batch_json(
         extras=np.array(extras, dtype=object)[keep],
         row=np.arange(1, n + 1)[keep],
     )
-    return batch, errors
+    return batch, sorted(errors, key=lambda e: e.row)
 
 
 def _raw(item: Any) -> str:

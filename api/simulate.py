@@ -1,0 +1,250 @@
+"""Send simulated or replayed fleets to GridPatrol: ``gridpatrol simulate`` and ``replay``.
+
+Vehicles are registered as devices of their villages (2 per village, as in 草原110), tracks come
+from ``gis.simulation``, and fixes travel the way real terminals send them: OsmAnd HTTP requests
+(one keep-alive connection per vehicle, retried on failure as Traccar Client does), or the batch
+ingest path in-process. ``speedup`` paces sending against the simulated clock (0 = as fast as
+possible); the report says what was sent and what the server answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from psycopg import AsyncConnection
+
+from api.ingest.fixes import FixBatch
+from api.ingest.store import Ingestor
+from api.progress import NullProgress, Progress
+from api.settings import Settings
+from gis.simulation import FleetTracks, simulate_fleet
+
+PER_VILLAGE = 2
+BATCH_CHUNK = 250_000
+
+
+@dataclass(frozen=True)
+class Fleet:
+    identifiers: list[str]
+    villages: list[str]
+    areas: list[Any]
+
+
+@dataclass
+class SendReport:
+    """What a simulation sent and how the server answered (per HTTP status or outcome)."""
+
+    sent: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rate = self.sent / self.seconds if self.seconds else 0.0
+        out = [
+            f"sent {self.sent} fixes in {self.seconds:.1f}s ({rate:,.0f}/s), {self.retries} retries"
+        ]
+        out += [f"  {k}: {v}" for k, v in sorted(self.answers.items())]
+        return out
+
+
+async def load_fleet(conn: AsyncConnection[Any], vehicles: int, *, area_prefix: str = "") -> Fleet:
+    """Pick villages (code order, within ``area_prefix``), two vehicles each."""
+    rows = await (
+        await conn.execute(
+            "SELECT code, ST_AsBinary(geom) FROM admin_area WHERE level = 'village' "
+            "AND code LIKE %s ORDER BY code LIMIT %s",
+            (area_prefix + "%", -(-vehicles // PER_VILLAGE)),
+        )
+    ).fetchall()
+    if not rows:
+        raise ValueError(f"no villages under {area_prefix or 'any code'}: load boundaries first")
+    villages: list[str] = []
+    areas: list[Any] = []
+    for code, wkb in rows:
+        geom = shapely.from_wkb(bytes(wkb))
+        villages += [code] * PER_VILLAGE
+        areas += [geom] * PER_VILLAGE
+    villages, areas = villages[:vehicles], areas[:vehicles]
+    identifiers = [f"sim-{v}-{i % PER_VILLAGE + 1}" for i, v in enumerate(villages)]
+    return Fleet(identifiers=identifiers, villages=villages, areas=areas)
+
+
+async def register_fleet(
+    conn: AsyncConnection[Any], fleet: Fleet, gcj02: NDArray[np.bool_]
+) -> None:
+    """Register (or refresh) the fleet's devices; GCJ-02 terminals get ``crs = gcj02``."""
+    await conn.execute(
+        """
+        INSERT INTO device (identifier, kind, name, plate, home_village, crs)
+        SELECT i, 'vehicle', '巡逻车 ' || i, '蒙H·S' || lpad(n::text, 4, '0'), v, c
+          FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS u(i, v, c, n)
+        ON CONFLICT (identifier) DO UPDATE SET home_village = EXCLUDED.home_village,
+               crs = EXCLUDED.crs, enabled = true, updated_at = now()
+        """,
+        (fleet.identifiers, fleet.villages, ["gcj02" if g else "wgs84" for g in gcj02]),
+    )
+
+
+def fleet_tracks(
+    fleet: Fleet, *, hours: float, interval_s: float, end_us: int, seed: int
+) -> FleetTracks:
+    """Tracks of the fleet over the ``hours`` before ``end_us``."""
+    start = end_us - int(hours * 3600 * 1e6)
+    return simulate_fleet(
+        fleet.areas, hours=hours, interval_s=interval_s, start_us=start, seed=seed
+    )
+
+
+def as_batch(
+    tracks: FleetTracks, identifiers: list[str], rows: NDArray[np.int64] | None = None
+) -> FixBatch:
+    sel = slice(None) if rows is None else rows
+    return FixBatch.from_columns(
+        device=np.asarray(identifiers, dtype=object)[tracks.vehicle[sel]],
+        time_us=tracks.time_us[sel],
+        lat=tracks.lat[sel],
+        lon=tracks.lon[sel],
+        speed=tracks.speed[sel],
+        course=tracks.course[sel],
+        accuracy=tracks.accuracy[sel],
+    )
+
+
+async def send_batch(
+    conn: AsyncConnection[Any], settings: Settings, batch: FixBatch, *, progress: Progress
+) -> SendReport:
+    """Store through the batch ingest core path, time-ordered chunks, in this process."""
+    report = SendReport()
+    began = time.perf_counter()
+    order = np.argsort(batch.time_us, kind="stable")
+    ingestor = Ingestor(settings.ingest)
+    task = progress.task("模拟 batch", len(batch))
+    for start in range(0, len(batch), BATCH_CHUNK):
+        chunk = batch.take(order[start : start + BATCH_CHUNK])
+        await ingestor.prepare(conn, chunk)
+        result = await ingestor.store(conn, chunk, protocol="batch")
+        report.answers.update({k: v for k, v in result.counts().items() if v})
+        report.sent += len(chunk)
+        task.advance(len(chunk))
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+class _Link:
+    """One vehicle's keep-alive HTTP connection; reconnects after any failure."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def exchange(self, request: bytes) -> str:
+        """Send one request; returns "status outcome", raises ConnectionError to retry."""
+        try:
+            if self.writer is None or self.reader is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            headers = dict(
+                line.decode().lower().split(": ", 1)
+                for line in head.split(b"\r\n")[1:]
+                if b": " in line
+            )
+            if int(headers.get("content-length", 0)):
+                await self.reader.readexactly(int(headers["content-length"]))
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            self.close()
+            raise ConnectionError(str(exc)) from exc
+        status = head[9:12].decode()
+        if status == "503":
+            raise ConnectionError("server busy (503)")
+        return f"{status} {headers.get('x-gridpatrol-outcome', '')}".strip()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _vehicle_sender(
+    link: _Link,
+    identifier: str,
+    tracks: FleetTracks,
+    rows: range,
+    clock: tuple[float, int, float],
+    report: SendReport,
+    task: Any,
+    max_retries: int,
+) -> None:
+    """One vehicle's fixes in time order, each retried until answered (as Traccar Client)."""
+    loop = asyncio.get_running_loop()
+    wall0, sim0, speedup = clock
+    for k in rows:
+        t = int(tracks.time_us[k])
+        if speedup > 0:
+            await asyncio.sleep(max(0.0, wall0 + (t - sim0) / 1e6 / speedup - loop.time()))
+        query = (
+            f"id={identifier}&lat={tracks.lat[k]:.7f}&lon={tracks.lon[k]:.7f}&timestamp={t // 1000}"
+        )
+        if np.isfinite(tracks.speed[k]):
+            query += f"&speed={tracks.speed[k] / 0.514444:.2f}&bearing={tracks.course[k]:.1f}"
+        request = f"GET /?{query} HTTP/1.1\r\nHost: {link.host}\r\n\r\n".encode()
+        for attempt in range(max_retries + 1):
+            try:
+                report.answers[await link.exchange(request)] += 1
+                break
+            except ConnectionError:
+                if attempt == max_retries:
+                    report.answers["gave up"] += 1
+                    break
+                report.retries += 1
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        report.sent += 1
+        task.advance(1)
+    link.close()
+
+
+async def send_osmand(
+    tracks: FleetTracks,
+    identifiers: list[str],
+    *,
+    host: str,
+    port: int,
+    speedup: float = 0.0,
+    progress: Progress | None = None,
+    max_retries: int = 20,
+) -> SendReport:
+    """Send every vehicle's fixes as OsmAnd requests, each vehicle on its own connection."""
+    progress = progress or NullProgress()
+    report = SendReport()
+    task = progress.task("模拟 OsmAnd", len(tracks))
+    loop = asyncio.get_running_loop()
+    clock = (loop.time(), int(tracks.time_us.min()) if len(tracks) else 0, speedup)
+    began = time.perf_counter()
+    bounds = np.r_[0, np.flatnonzero(np.diff(tracks.vehicle)) + 1, len(tracks)]
+    senders = [
+        _vehicle_sender(
+            _Link(host, port),
+            identifiers[int(tracks.vehicle[a])],
+            tracks,
+            range(a, b),
+            clock,
+            report,
+            task,
+            max_retries,
+        )
+        for a, b in itertools.pairwise(bounds.tolist())
+        if b > a
+    ]
+    await asyncio.gather(*senders)
+    report.seconds = time.perf_counter() - began
+    return report
