@@ -31,7 +31,10 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
 
 @contextmanager
 def server_process(url: str, name: str, **env: str) -> Iterator[dict[str, int]]:
-    """``gridpatrol serve`` in a subprocess on free ports, output to bench/results/logs/."""
+    """``gridpatrol serve`` in a subprocess on free ports, output to bench/results/logs/.
+
+    Yields the ports (``api``, ``osmand``, ``jt808``) and the server's ``pid``.
+    """
     ports = {"api": free_port(), "osmand": free_port(), "jt808": free_port()}
     LOGS.mkdir(parents=True, exist_ok=True)
     log = (LOGS / f"{name}.log").open("w")
@@ -53,7 +56,7 @@ def server_process(url: str, name: str, **env: str) -> Iterator[dict[str, int]]:
     try:
         wait_for_port(ports["osmand"])
         wait_for_port(ports["api"])
-        yield ports
+        yield {**ports, "pid": proc.pid}  # the server process itself (for its RSS)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

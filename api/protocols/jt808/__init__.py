@@ -47,6 +47,14 @@ GMT+8 is converted), auth codes ``bytes``; text is GBK, decoded strictly (see ``
 Modules: ``framing`` (escaping, check code, ``FrameReader``), ``header`` (``Header``, BCD),
 ``location`` (0x0200 body, 0x0201, 0x0704), ``messages`` (the other bodies), ``codec`` (frame ↔
 message), ``reassembly`` (``Reassembler``), ``errors``.
+
+The server and the simulator build on the codec (import them from their modules; they do I/O):
+``server`` (``Jt808Server``: listening, connection rules, housekeeping, the command API),
+``connection`` (one terminal's TCP connection, back-pressure, serials), ``handlers`` (what each
+message does, acknowledgement after commit), ``registration`` (0x0100/0x0102/0x0003 against the
+``device`` table), ``fixes`` (reports → ``FixBatch``), ``commands`` (the ``jt808_command``
+record), ``stats`` (counters), ``terminal`` (a simulated terminal) and ``fleet``
+(``send_jt808`` for ``gridpatrol simulate --protocol jt808``).
 """
 
 from api.protocols.jt808.codec import (
