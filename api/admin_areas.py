@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import geopandas as gpd
-import shapely
 from psycopg import AsyncConnection, sql
 
+from api import geo
 from api.errors import NotFound, Unprocessable
+from api.geo import fetch_frame
 from api.scope import Scope
 from gis.codes import CodeError, parse_nbs
 
@@ -61,25 +62,23 @@ async def feature_collection(
     if level is not None and level not in LEVELS:
         raise Unprocessable(f"level must be one of {', '.join(LEVELS)}", field="level")
     parent_code = _full_code(parent) if parent else None
-    query = sql.SQL(
+    inner = sql.SQL(
         """
-        SELECT json_build_object(
-                 'type', 'FeatureCollection',
-                 'features', coalesce(json_agg(ST_AsGeoJSON(t.*, 'geom', 6)::json), '[]'::json)
-               )::text
-          FROM (SELECT {cols},
-                       ST_ForcePolygonCCW(CASE WHEN %(tol)s > 0
-                            THEN ST_SimplifyPreserveTopology(geom, %(tol)s) ELSE geom END) AS geom
-                  FROM admin_area
-                 WHERE {scope}
-                   AND (%(level)s::text IS NULL OR level = %(level)s)
-                   AND (%(parent)s::text IS NULL OR parent_code = %(parent)s)
-                   AND (%(bbox)s::float8[] IS NULL OR ST_Intersects(geom, ST_MakeEnvelope(
-                        (%(bbox)s::float8[])[1], (%(bbox)s::float8[])[2],
-                        (%(bbox)s::float8[])[3], (%(bbox)s::float8[])[4], 4326)))
-                 ORDER BY code) t
+        SELECT {cols},
+               ST_ForcePolygonCCW(CASE WHEN %(tol)s > 0
+                    THEN ST_SimplifyPreserveTopology(geom, %(tol)s) ELSE geom END) AS geom
+          FROM admin_area
+         WHERE {scope}
+           AND (%(level)s::text IS NULL OR level = %(level)s)
+           AND (%(parent)s::text IS NULL OR parent_code = %(parent)s)
+           AND {bbox}
         """
-    ).format(cols=_COLUMNS, scope=scope.where("code", with_grid_villages=True))
+    ).format(
+        cols=_COLUMNS,
+        scope=scope.where("code", with_grid_villages=True),
+        bbox=geo.bbox_filter("geom"),
+    )
+    query = geo.feature_collection(inner, order_by="code")
     params = {
         **scope.params(),
         "tol": simplify_m / METRES_PER_DEGREE,
@@ -87,9 +86,7 @@ async def feature_collection(
         "parent": parent_code,
         "bbox": list(bbox) if bbox else None,
     }
-    row = await (await conn.execute(query, params)).fetchone()
-    assert row is not None  # noqa: S101 - an aggregate always returns a row
-    return str(row[0])
+    return await geo.fetch_text(conn, query, params)
 
 
 async def feature(conn: AsyncConnection[Any], scope: Scope, code: str) -> str:
@@ -116,16 +113,9 @@ async def frame(
         """
         SELECT code, name_zh, level, households, synthetic,
                ST_AsBinary(CASE WHEN %(tol)s > 0
-                    THEN ST_SimplifyPreserveTopology(geom, %(tol)s) ELSE geom END)
+                    THEN ST_SimplifyPreserveTopology(geom, %(tol)s) ELSE geom END) AS wkb
           FROM admin_area WHERE level = %(level)s AND {scope} ORDER BY code
         """
     ).format(scope=scope.where("code", with_grid_villages=True))
-    rows = await (
-        await conn.execute(
-            query, {**scope.params(), "level": level, "tol": simplify_m / METRES_PER_DEGREE}
-        )
-    ).fetchall()
-    columns = ["code", "name_zh", "level", "households", "synthetic"]
-    data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
-    geoms = shapely.from_wkb([bytes(r[5]) for r in rows])
-    return gpd.GeoDataFrame(data, geometry=list(geoms), crs="EPSG:4326")
+    params = {**scope.params(), "level": level, "tol": simplify_m / METRES_PER_DEGREE}
+    return await fetch_frame(conn, query, params)

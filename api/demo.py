@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 
 from api.auth import SYSTEM
 from api.boundaries import upsert_areas
+from api.demo_grids import load_alert_points, load_households, load_layouts
 from api.progress import NullProgress, Progress
 from gis.boundaries import read_boundaries
 from gis.synthetic import demo_hierarchy
@@ -55,7 +56,12 @@ class Step:
     run: Callable[[AsyncConnection[Any], Progress], Awaitable[str]]
 
 
-STEPS: list[Step] = [Step("demo.areas", "1", load_areas)]
+STEPS: list[Step] = [
+    Step("demo.areas", "1", load_areas),
+    Step("demo.households", "1", load_households),
+    Step("demo.layouts", "1", load_layouts),
+    Step("demo.alert_points", "1", load_alert_points),
+]
 
 
 async def load_demo(

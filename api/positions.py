@@ -8,6 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
+from api import geo
 from api.errors import NotFound, Unprocessable
 from api.scope import Scope
 
@@ -53,50 +54,44 @@ async def track(
     check_window(start, end, max_days=MAX_TRACK_DAYS)
     await device_in_scope(conn, scope, device_id)
     params = {"id": device_id, "start": start, "end": end, "tol": simplify_m / 111_320.0}
-    if as_line:
-        query = """
-            SELECT json_build_object(
-                'type', 'Feature',
-                'properties', json_build_object('device_id', %(id)s, 'fixes', count(*),
-                    'from', min(fix_time), 'to', max(fix_time)),
-                'geometry', ST_AsGeoJSON(ST_SimplifyPreserveTopology(
-                    ST_MakeLine(geom ORDER BY fix_time), %(tol)s), 6)::json)::text
-              FROM position
-             WHERE device_id = %(id)s AND fix_time >= %(start)s AND fix_time < %(end)s
-        """
-    else:
-        query = """
-            SELECT json_build_object('type', 'FeatureCollection', 'features',
-                   coalesce(json_agg(ST_AsGeoJSON(t.*, 'geom', 6)::json ORDER BY t.fix_time),
-                            '[]'::json))::text
-              FROM (SELECT fix_time, speed, course, altitude, accuracy, battery, protocol, geom
-                      FROM position
-                     WHERE device_id = %(id)s AND fix_time >= %(start)s AND fix_time < %(end)s
-                     ORDER BY fix_time LIMIT 200000) t
-        """
-    row = await (await conn.execute(query, params)).fetchone()
-    assert row is not None  # noqa: S101 - aggregates return a row
-    return str(row[0])
+    return await geo.fetch_text(conn, TRACK_LINE if as_line else TRACK_POINTS, params)
+
+
+TRACK_WHERE = "device_id = %(id)s AND fix_time >= %(start)s AND fix_time < %(end)s"
+TRACK_LINE = sql.SQL(
+    """
+    SELECT json_build_object(
+        'type', 'Feature',
+        'properties', json_build_object('device_id', %(id)s, 'fixes', count(*),
+            'from', min(fix_time), 'to', max(fix_time)),
+        'geometry', ST_AsGeoJSON(ST_SimplifyPreserveTopology(
+            ST_MakeLine(geom ORDER BY fix_time), %(tol)s), 6)::json)::text
+      FROM position WHERE {where}
+    """
+).format(where=sql.SQL(TRACK_WHERE))
+TRACK_POINTS = geo.feature_collection(
+    sql.SQL(
+        "SELECT fix_time, speed, course, altitude, accuracy, battery, protocol, geom "
+        "FROM position WHERE {where} ORDER BY fix_time LIMIT 200000"
+    ).format(where=sql.SQL(TRACK_WHERE)),
+    order_by="fix_time",
+)
 
 
 async def live_state(conn: AsyncConnection[Any], scope: Scope, *, online_s: float) -> str:
     """Latest position of every device in the scope, with online flag, as GeoJSON."""
-    query = sql.SQL(
+    inner = sql.SQL(
         """
-        SELECT json_build_object('type', 'FeatureCollection', 'features',
-               coalesce(json_agg(ST_AsGeoJSON(t.*, 'geom', 6)::json ORDER BY t.device_id),
-                        '[]'::json))::text
-          FROM (SELECT s.device_id, d.identifier, d.plate, d.name, d.kind, d.home_village,
-                       s.fix_time, s.speed, s.course, s.status, s.protocol,
-                       s.fix_time > now() - make_interval(secs => %(online_s)s) AS online,
-                       round(extract(epoch FROM now() - s.fix_time))::int AS age_s, s.geom
-                  FROM device_state s JOIN device d ON d.id = s.device_id
-                 WHERE {scope}) t
+        SELECT s.device_id, d.identifier, d.plate, d.name, d.kind, d.home_village,
+               s.fix_time, s.speed, s.course, s.status, s.protocol,
+               s.fix_time > now() - make_interval(secs => %(online_s)s) AS online,
+               round(extract(epoch FROM now() - s.fix_time))::int AS age_s, s.geom
+          FROM device_state s JOIN device d ON d.id = s.device_id
+         WHERE {scope}
         """
     ).format(scope=scope.where(sql.SQL("coalesce(d.home_village, '')")))
-    row = await (await conn.execute(query, {**scope.params(), "online_s": online_s})).fetchone()
-    assert row is not None  # noqa: S101
-    return str(row[0])
+    query = geo.feature_collection(inner, order_by="device_id")
+    return await geo.fetch_text(conn, query, {**scope.params(), "online_s": online_s})
 
 
 async def ingest_stats(

@@ -151,6 +151,7 @@ class Scope:
 
     def params(self) -> dict[str, Any]:
         return {
+            "scope_areas": list(self.areas),
             "scope_area_patterns": [f"{a}%" for a in self.areas],
             "scope_grids": list(self.grids),
             "scope_grid_villages": sorted({parse_grid_code(g).village for g in self.grids}),

@@ -7,6 +7,8 @@ statistical lists do.
 
 from __future__ import annotations
 
+import hashlib
+
 from pypinyin import lazy_pinyin
 
 # longest suffix first
@@ -45,3 +47,35 @@ def romanise(name: str) -> str:
             return f"{stem[:1].upper()}{stem[1:]} {english}"
     stem = "".join(lazy_pinyin(name))
     return stem[:1].upper() + stem[1:]
+
+
+# Common surnames and given-name characters for synthetic staff (Han and Mongolian names
+# written in Chinese, as on Xilingol staff lists).
+_SURNAMES = "王李张刘陈杨赵黄周吴徐孙马朱胡郭何林高罗宝巴包乌苏那其白"
+_GIVEN = "建国华明军平志强伟丽英芳海东文斌林峰宇静敏巴特尔图雅其木格乌兰朝鲁额尔敦格日勒"
+_MONGOLIAN_GIVEN = (
+    "巴特尔",
+    "其木格",
+    "乌兰",
+    "朝鲁",
+    "额尔敦",
+    "格日勒",
+    "斯琴",
+    "图雅",
+    "阿拉坦",
+    "那仁",
+)
+
+
+def synthetic_person(key: str, number: int) -> tuple[str, str]:
+    """A deterministic synthetic (name, mobile phone) for ``key`` (e.g. a grid code); the
+    phone is ``199`` + ``number`` in 8 digits, so distinct numbers give distinct phones."""
+    if not 0 <= number < 100_000_000:
+        raise ValueError(f"number must have at most 8 digits, got {number}")
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    surname = _SURNAMES[h % len(_SURNAMES)]
+    if h >> 8 & 1:
+        given = _MONGOLIAN_GIVEN[(h >> 9) % len(_MONGOLIAN_GIVEN)]
+    else:
+        given = _GIVEN[(h >> 9) % len(_GIVEN)] + _GIVEN[(h >> 17) % len(_GIVEN)]
+    return surname + given, f"199{number:08d}"
