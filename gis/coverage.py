@@ -49,6 +49,13 @@ from gis.cells import (
     sorted_fixes,
     us,
 )
+from gis.visits import (
+    GridVisits,
+    firsts_lasts,
+    grid_visits,
+    merge_grouped,
+    merge_intervals,
+)
 
 __all__ = [
     "CellVisits",
@@ -167,79 +174,6 @@ class CellVisits:
 # --------------------------------------------------------------------------------- intervals
 
 
-def _firsts_lasts(new: BoolArray) -> tuple[IntArray, IntArray]:
-    """Index of the first and last element of each run, given the run-start flags."""
-    first = np.flatnonzero(new)
-    last = np.empty_like(first)
-    last[:-1] = first[1:] - 1
-    if len(first):
-        last[-1] = len(new) - 1
-    return first, last
-
-
-def _merge_grouped(
-    group: IntArray, start: IntArray, end: IntArray, gap: int, *, ordered: bool = False
-) -> tuple[IntArray, IntArray, IntArray]:
-    """Merge intervals within each group when at most ``gap`` apart.
-
-    Returns (group, start, end) of the merged intervals, ordered by (group, start).
-    ``ordered``: the input is already sorted by (group, start).
-    """
-    if len(start) == 0:
-        return group[:0], start[:0], end[:0]
-    if not ordered:
-        order = np.lexsort((start, group))
-        group, start, end = group[order], start[order], end[order]
-    new_group = np.ones(len(group), dtype=bool)
-    new_group[1:] = group[1:] != group[:-1]
-    reach = _segmented_cummax(end, start, new_group)
-    new = new_group.copy()
-    new[1:] |= start[1:] - reach[:-1] > gap
-    first, last = _firsts_lasts(new)
-    return group[first], start[first], reach[last]
-
-
-def _segmented_cummax(end: IntArray, start: IntArray, new_group: BoolArray) -> IntArray:
-    """Running maximum of ``end`` restarting at each group (input sorted by group, start)."""
-    first, _ = _firsts_lasts(new_group)
-    rank = np.cumsum(new_group) - 1
-    rel = end - start[first][rank]  # ≥ 0: the first start of a group is its minimum
-    span = int(rel.max()) + 1
-    per_chunk = max(1, (1 << 62) // span)  # groups whose lifted keys fit in int64
-    out = np.empty_like(end)
-    for lo in range(0, len(first), per_chunk):
-        a = first[lo]
-        b = first[lo + per_chunk] if lo + per_chunk < len(first) else len(end)
-        lifted = (rank[a:b] - rank[a]) * span + rel[a:b]
-        out[a:b] = np.maximum.accumulate(lifted) - (rank[a:b] - rank[a]) * span
-    return out + start[first][rank]
-
-
-def merge_intervals(starts: ArrayLike, ends: ArrayLike, gap: float) -> tuple[IntArray, IntArray]:
-    """Union of intervals, joining those at most ``gap`` apart (reference for the visit SQL).
-
-    Parameters
-    ----------
-    starts, ends
-        Interval bounds, int64 (UTC µs in this module; any one unit works), ``ends >= starts``.
-    gap
-        Largest separation that still joins two intervals, same unit (``> gap`` splits).
-
-    Returns
-    -------
-    starts, ends
-        The merged, disjoint intervals in time order.
-    """
-    s = np.asarray(starts, dtype=np.int64)
-    e = np.asarray(ends, dtype=np.int64)
-    if s.shape != e.shape or s.ndim != 1:
-        raise ValueError("starts and ends must be 1-D arrays of equal length")
-    if np.any(e < s):
-        raise ValueError("every interval needs end >= start")
-    _, ms, me = _merge_grouped(np.zeros(len(s), np.int64), s, e, int(gap))
-    return ms, me
-
-
 def _aggregate(
     rows: dict[str, NDArray], iv_row: IntArray, iv_start: IntArray, iv_end: IntArray,
     *, res: int, visit_gap_s: float,
@@ -251,10 +185,10 @@ def _aggregate(
     cell, device, day = rows["cell"][order], rows["device"][order], rows["day"][order]
     new = np.ones(len(cell), dtype=bool)
     new[1:] = (cell[1:] != cell[:-1]) | (device[1:] != device[:-1]) | (day[1:] != day[:-1])
-    first, _ = _firsts_lasts(new)
+    first, _ = firsts_lasts(new)
     group_of = np.empty(len(cell), dtype=np.int64)
     group_of[order] = np.cumsum(new) - 1
-    pg, ps, pe = _merge_grouped(group_of[iv_row], iv_start, iv_end, us(visit_gap_s))
+    pg, ps, pe = merge_grouped(group_of[iv_row], iv_start, iv_end, us(visit_gap_s))
     return CellVisits(
         cell=cell[first],
         device=device[first],
@@ -297,91 +231,6 @@ def combine(parts: Sequence[CellVisits]) -> CellVisits:
     iv_start = np.concatenate([p.pass_start for p in parts])
     iv_end = np.concatenate([p.pass_end for p in parts])
     return _aggregate(rows, iv_row, iv_start, iv_end, res=res, visit_gap_s=gap)
-
-
-@dataclass(frozen=True, eq=False)
-class GridVisits:
-    """Visits to each grid: the passes of all its fine cells (and devices) merged.
-
-    Attributes
-    ----------
-    grid : int64
-        Grid ids that were seen, ascending.
-    visits : int32
-        Distinct visits (presences more than the gap apart are separate visits).
-    first_start, last_end : int64
-        Start of the first and end of the last visit, UTC µs.
-    revisit_mean_s : float64
-        Mean time from one visit's start to the next one's, s; NaN with fewer than two visits.
-    visit_offsets, visit_start, visit_end : int64
-        CSR visit intervals, UTC µs, as ``CellVisits``' passes.
-    """
-
-    grid: IntArray
-    visits: NDArray[np.int32]
-    first_start: IntArray
-    last_end: IntArray
-    revisit_mean_s: FloatArray
-    visit_offsets: IntArray
-    visit_start: IntArray
-    visit_end: IntArray
-
-
-def grid_visits(
-    visits: CellVisits,
-    cells: ArrayLike,
-    grids: ArrayLike,
-    *,
-    visit_gap_s: float | None = None,
-    include_sight: bool = True,
-) -> GridVisits:
-    """Visits per grid of a layout (reference for the ``cell_visit ⨝ grid_cell`` SQL).
-
-    Parameters
-    ----------
-    visits
-        Cell visits, already filtered to the window and devices of interest (``select``).
-    cells, grids
-        The layout: fine cell (int64 H3 at ``visits.res``) → grid id (int64); a cell in one grid.
-    visit_gap_s
-        Presences more than this many seconds apart are separate visits; default the
-        result's own ``visit_gap_s`` (30 min).
-    include_sight
-        Count rows seen only within the sight radius.
-    """
-    cell_arr = np.asarray(cells, dtype=np.int64)
-    grid_arr = np.asarray(grids, dtype=np.int64)
-    gap = visits.visit_gap_s if visit_gap_s is None else visit_gap_s
-    order = np.argsort(cell_arr)
-    cell_arr, grid_arr = cell_arr[order], grid_arr[order]
-    pos = np.minimum(np.searchsorted(cell_arr, visits.cell), max(len(cell_arr) - 1, 0))
-    hit = (cell_arr[pos] == visits.cell) if len(cell_arr) else np.zeros(len(visits), bool)
-    if not include_sight:
-        hit &= ~visits.sight_only
-    counts = np.diff(visits.pass_offsets)
-    owner = np.repeat(np.arange(len(visits)), counts)
-    take = hit[owner]
-    row_grid = grid_arr[pos] if len(cell_arr) else np.zeros(len(visits), np.int64)
-    vg, vs, ve = _merge_grouped(
-        row_grid[owner[take]], visits.pass_start[take], visits.pass_end[take], us(gap)
-    )
-    new = np.ones(len(vg), dtype=bool)
-    new[1:] = vg[1:] != vg[:-1]
-    first, last = _firsts_lasts(new)
-    n = last - first + 1
-    span = (vs[last] - vs[first]).astype(np.float64) / US_PER_S
-    with np.errstate(invalid="ignore", divide="ignore"):
-        revisit = np.where(n > 1, span / np.maximum(n - 1, 1), np.nan)
-    return GridVisits(
-        grid=vg[first],
-        visits=n.astype(np.int32),
-        first_start=vs[first],
-        last_end=ve[last],
-        revisit_mean_s=revisit,
-        visit_offsets=np.append(first, len(vg)).astype(np.int64),
-        visit_start=vs,
-        visit_end=ve,
-    )
 
 
 # ------------------------------------------------------------------------------------ engine
@@ -437,7 +286,7 @@ def _runs(rec: dict[str, NDArray], *, visit_gap_s: float) -> dict[str, NDArray]:
     new[1:] = (cell[1:] != cell[:-1]) | (day[1:] != day[:-1])
     new[1:] |= start[1:] - end[:-1] > us(visit_gap_s)
     new[device_at[device_at < total]] = True
-    first, last = _firsts_lasts(new)
+    first, last = firsts_lasts(new)
     return {
         "cell": cell[first],
         "device": rec["device"][np.searchsorted(device_at, first, side="right") - 1],
@@ -462,8 +311,8 @@ def _rows(runs: dict[str, NDArray], *, res: int, visit_gap_s: float) -> CellVisi
     new_row[1:] = (cell[1:] != cell[:-1]) | (device[1:] != device[:-1]) | (day[1:] != day[:-1])
     new_pass = new_row.copy()
     new_pass[1:] |= start[1:] - end[:-1] > us(visit_gap_s)
-    first, last = _firsts_lasts(new_row)
-    p_first, p_last = _firsts_lasts(new_pass)
+    first, last = firsts_lasts(new_row)
+    p_first, p_last = firsts_lasts(new_pass)
     return CellVisits(
         cell=cell[first],
         device=device[first],

@@ -1,0 +1,98 @@
+"""``gridpatrol coverage …``: bring coverage up to date; quick tables per level; the ranking."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import typer
+
+from api import layouts
+from api.cli.common import connect, is_tty, run_async, settings_and_url
+from api.coverage import metrics, vehicles
+from api.coverage.update import CoverageUpdater, UpdateReport
+from api.progress import cli_progress
+from api.routers.coverage import today
+from api.scope import Scope
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _window(first: str | None, last: str | None, max_days: int) -> metrics.Window:
+    end = date.fromisoformat(last) if last else today()
+    start = date.fromisoformat(first) if first else end - timedelta(days=6)
+    return metrics.Window.check(start, end, max_days=max_days)
+
+
+@app.command("update", help="Recompute every pending device-day (progress bar).")
+def update() -> None:
+    settings, url = settings_and_url()
+
+    async def go() -> UpdateReport:
+        async with connect(url) as conn:
+            with cli_progress(is_tty()) as progress:
+                return await CoverageUpdater(settings.coverage).run(conn, progress=progress)
+
+    typer.echo(run_async(go()).line())
+
+
+@app.command("show", help="Coverage per grid/village/township/county for a window.")
+def show(
+    level: str = typer.Option("village", help="grid, village, township or county"),
+    first: str | None = typer.Option(
+        None, "--from", help="YYYY-MM-DD (default: 6 days before --to)"
+    ),
+    last: str | None = typer.Option(None, "--to", help="YYYY-MM-DD (default: today)"),
+    layout: int | None = typer.Option(None, help="default: the active patrol layout"),
+    area: str = typer.Option("", help="only units under this code prefix"),
+) -> None:
+    settings, url = settings_and_url()
+
+    async def go() -> dict[str, Any]:
+        async with connect(url) as conn:
+            layout_id = layout or await layouts.active_layout(conn)
+            if layout_id is None:
+                raise ValueError("no active layout; give --layout")
+            scope = Scope.parse([area]) if area else Scope.everything()
+            window = _window(first, last, settings.coverage.max_window_days)
+            updater = CoverageUpdater(settings.coverage)
+            return await metrics.unit_metrics(conn, updater, scope, layout_id, window, level=level)
+
+    body = run_async(go())
+    typer.echo(f"{body['layout']['name']}  {body['from']} … {body['to']}  ({level})")
+    if body["note"]:
+        typer.echo(f"note: {body['note']}")
+    typer.echo(
+        f"{'code':<16}{'name':<14}{'cover%':>8}{'km':>10}{'hours':>9}{'visits':>8}{'blind':>7}"
+    )
+    for u in body["units"]:
+        name = (u["name_zh"] or "")[:6]
+        typer.echo(
+            f"{u['code']:<16}{name:<14}{float(u['coverage_pct'] or 0):>8.1f}"
+            f"{float(u['patrol_km']):>10.1f}{float(u['dwell_h']):>9.1f}{u['visits']:>8}{u['blind_cells']:>7}"
+        )
+
+
+@app.command("ranking", help="Vehicle work and the award ranking (top 60 % awarded).")
+def ranking(
+    first: str | None = typer.Option(None, "--from"),
+    last: str | None = typer.Option(None, "--to"),
+    top: int = typer.Option(30, help="rows to print"),
+) -> None:
+    settings, url = settings_and_url()
+
+    async def go() -> dict[str, Any]:
+        async with connect(url) as conn:
+            window = _window(first, last, settings.coverage.max_window_days)
+            return await vehicles.ranking(
+                conn, CoverageUpdater(settings.coverage), Scope.everything(), window
+            )
+
+    body = run_async(go())
+    typer.echo(f"{body['from']} … {body['to']}; weights {body['weights']}")
+    for v in body["vehicles"][:top]:
+        typer.echo(
+            f"{v['rank']:>4} {v['verdict']:<8} {v['identifier']:<24} score {v['score']:.3f}  "
+            f"{v['km']:>8.1f} km {v['hours']:>6.1f} h  own {v['own_coverage_pct']:>5.1f}%  "
+            f"inside {v['inside_share_pct']:>5.1f}%"
+        )

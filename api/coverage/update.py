@@ -1,0 +1,221 @@
+"""Keep ``cell_visit`` (and its per-layout materialisation) up to date, incrementally.
+
+Ingest marks (device, local day) pairs dirty. An update step claims a batch of marks
+(``FOR UPDATE SKIP LOCKED``, so several workers never collide), recomputes those device-days
+whole from ``position`` — including the fixes within ``max_gap`` either side of the day, so
+segments across midnight are counted — and replaces their rows, all in the claiming
+transaction. Recomputing whole device-days makes the update idempotent and independent of the
+order in which fixes arrived. The active layouts' ``grid_visit`` rows of those device-days are
+rebuilt in the same transaction; other layouts' materialised days are marked stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psycopg import AsyncConnection, sql
+
+from api.coverage.rows import read_fixes, write_cell_visits, write_grid_days
+from api.db.copyio import read_rows
+from api.progress import NullProgress, Progress
+from api.settings import CoverageSettings
+from gis.coverage import CellVisits, cell_visits, day_start_us
+from gis.visits import LayoutIndex, grid_days
+
+DAY_EPOCH = np.datetime64("1970-01-01", "D")
+
+
+@dataclass
+class UpdateReport:
+    device_days: int = 0
+    fixes: int = 0
+    cell_rows: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (
+            f"coverage: {self.device_days} device-days recomputed from {self.fixes} fixes, "
+            f"{self.cell_rows} cell visits ({self.seconds:.1f}s)"
+        )
+
+
+@dataclass
+class CoverageUpdater:
+    """One per process; caches each layout's fine-cell index (layouts are immutable once made,
+    drafts change their ``version``, which is part of the cache key)."""
+
+    settings: CoverageSettings
+    _indexes: dict[tuple[int, int], LayoutIndex] = field(default_factory=dict)
+
+    async def layout_index(self, conn: AsyncConnection[Any], layout_id: int) -> LayoutIndex:
+        row = await (
+            await conn.execute("SELECT version FROM grid_layout WHERE id = %s", (layout_id,))
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"no layout {layout_id}")
+        key = (layout_id, int(row[0]))
+        if key not in self._indexes:
+            cells = await read_rows(
+                conn,
+                sql.SQL("SELECT h3, grid_id FROM grid_cell WHERE layout_id = {}").format(
+                    sql.Literal(layout_id)
+                ),
+                [("h3", "int8"), ("grid", "int4")],
+            )
+            self._indexes = {k: v for k, v in self._indexes.items() if k[0] != layout_id}
+            self._indexes[key] = LayoutIndex.build(
+                cells["h3"].astype(np.int64), cells["grid"].astype(np.int64)
+            )
+        return self._indexes[key]
+
+    def engine(self, fixes: np.ndarray) -> CellVisits:
+        s = self.settings
+        return cell_visits(
+            fixes["device"].astype(np.int64),
+            fixes["t"].astype(np.int64) + 946_684_800_000_000,
+            fixes["lat"].astype(np.float64),
+            fixes["lon"].astype(np.float64),
+            res=s.resolution,
+            max_gap_s=s.max_gap_s,
+            max_speed_mps=s.max_speed_mps,
+            visit_gap_s=s.visit_gap_s,
+            sight_m=s.sight_m,
+        )
+
+    async def step(self, conn: AsyncConnection[Any], *, limit: int | None = None) -> UpdateReport:
+        """Claim up to ``limit`` dirty device-days and recompute them (one transaction)."""
+        report = UpdateReport()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with conn.transaction():
+            claimed = await (
+                await conn.execute(
+                    """
+                    DELETE FROM coverage_dirty d USING (
+                        SELECT device_id, day FROM coverage_dirty ORDER BY day, device_id
+                         LIMIT %s FOR UPDATE SKIP LOCKED) c
+                     WHERE d.device_id = c.device_id AND d.day = c.day
+                    RETURNING d.device_id, (d.day - date '1970-01-01')::int
+                    """,
+                    (limit or self.settings.batch_device_days,),
+                )
+            ).fetchall()
+            by_day: dict[int, list[int]] = defaultdict(list)
+            for device, day in claimed:
+                by_day[day].append(device)
+            active = [
+                r[0]
+                for r in await (
+                    await conn.execute(
+                        "SELECT id FROM grid_layout WHERE status = 'active' ORDER BY id"
+                    )
+                ).fetchall()
+            ]
+            for day, devices in sorted(by_day.items()):
+                n_fixes, n_rows = await self._recompute(conn, day, sorted(devices), active)
+                report.fixes += n_fixes
+                report.cell_rows += n_rows
+        report.device_days = len(claimed)
+        report.seconds = loop.time() - began
+        return report
+
+    async def _recompute(
+        self, conn: AsyncConnection[Any], day: int, devices: list[int], active: list[int]
+    ) -> tuple[int, int]:
+        margin = int(self.settings.max_gap_s * 1e6)
+        start = int(day_start_us(day)) - margin
+        end = int(day_start_us(day + 1)) + margin
+        fixes = await read_fixes(conn, devices, start, end)
+        visits = await asyncio.to_thread(self.engine, fixes)
+        visits = visits.select(visits.day == day)
+        date = str(DAY_EPOCH + day)
+        await conn.execute(
+            "DELETE FROM cell_visit WHERE day = %s AND device_id = ANY(%s)", (date, devices)
+        )
+        await write_cell_visits(conn, visits)
+        await self._device_days(conn, day, devices, visits)
+        for layout_id in active:
+            index = await self.layout_index(conn, layout_id)
+            await conn.execute(
+                "DELETE FROM grid_visit WHERE layout_id = %s AND day = %s AND device_id = ANY(%s)",
+                (layout_id, date, devices),
+            )
+            await write_grid_days(
+                conn, layout_id, await asyncio.to_thread(grid_days, visits, index)
+            )
+            await conn.execute(
+                "INSERT INTO grid_visit_day (layout_id, day) VALUES (%s, %s) "
+                "ON CONFLICT (layout_id, day) DO UPDATE SET built_at = now()",
+                (layout_id, date),
+            )
+        # other layouts' materialised copy of this day is now stale: rebuilt when next read
+        await conn.execute(
+            "DELETE FROM grid_visit_day WHERE day = %s AND NOT (layout_id = ANY(%s))",
+            (date, active),
+        )
+        return len(fixes), len(visits)
+
+    async def _device_days(
+        self, conn: AsyncConnection[Any], day: int, devices: list[int], visits: CellVisits
+    ) -> None:
+        date = str(DAY_EPOCH + day)
+        await conn.execute(
+            "DELETE FROM device_day WHERE day = %s AND device_id = ANY(%s)", (date, devices)
+        )
+        if len(visits) == 0:
+            return
+        dev, count = np.unique(visits.device, return_counts=True)
+        order = np.argsort(visits.device, kind="stable")
+        starts = np.r_[0, np.cumsum(count)[:-1]]
+
+        def total(values: np.ndarray) -> list[float]:
+            return np.add.reduceat(values[order], starts).tolist()
+
+        await conn.execute(
+            """
+            INSERT INTO device_day (device_id, day, fixes, dwell_s, metres, cells, first_seen,
+                                    last_seen)
+            SELECT d, %s::date, f, w, m, c, 'epoch'::timestamptz + a * interval '1 microsecond',
+                   'epoch'::timestamptz + b * interval '1 microsecond'
+              FROM unnest(%s::int[], %s::int[], %s::float8[], %s::float8[], %s::int[],
+                          %s::bigint[], %s::bigint[]) AS u(d, f, w, m, c, a, b)
+            """,
+            (
+                date,
+                dev.tolist(),
+                total(visits.fixes.astype(np.int64)),
+                total(visits.dwell_s),
+                total(visits.metres),
+                count.tolist(),
+                np.minimum.reduceat(visits.first_seen[order], starts).tolist(),
+                np.maximum.reduceat(visits.last_seen[order], starts).tolist(),
+            ),
+        )
+
+    async def run(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        progress: Progress | None = None,
+        max_steps: int | None = None,
+    ) -> UpdateReport:
+        """Steps until no dirty device-day is left (or ``max_steps``)."""
+        progress = progress or NullProgress()
+        pending = await (await conn.execute("SELECT count(*) FROM coverage_dirty")).fetchone()
+        task = progress.task("覆盖率 coverage", pending[0] if pending else None)
+        total = UpdateReport()
+        for _ in itertools.count() if max_steps is None else range(max_steps):
+            step = await self.step(conn)
+            if step.device_days == 0:
+                break
+            total.device_days += step.device_days
+            total.fixes += step.fixes
+            total.cell_rows += step.cell_rows
+            total.seconds += step.seconds
+            task.advance(step.device_days)
+        return total

@@ -1,0 +1,79 @@
+"""PostgreSQL binary COPY for fixed-width rows, with numpy: read query results into structured
+arrays and write structured arrays, without a Python object per row.
+
+Binary format (PostgreSQL docs, "COPY … BINARY"): an 11-byte signature, int32 flags, int32
+header-extension length, then per tuple an int16 field count and per field an int32 length and
+the value big-endian (timestamptz = int64 µs since 2000-01-01 UTC; date = int32 days since
+2000-01-01), then an int16 −1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from psycopg import AsyncConnection, sql
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+HEADER = SIGNATURE + bytes(8)
+TRAILER = b"\xff\xff"
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix µs
+PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970-01-01
+PG_TYPES = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float4": ">f4", "float8": ">f8",
+            "bool": "u1", "timestamptz": ">i8", "date": ">i4"}  # fmt: skip
+
+
+def row_dtype(fields: list[tuple[str, str]]) -> np.dtype:
+    """The on-the-wire layout of a tuple of fixed-width, non-NULL fields."""
+    layout: list[tuple[str, str]] = [("_n", ">i2")]
+    for name, pgtype in fields:
+        layout += [(f"_l_{name}", ">i4"), (name, PG_TYPES[pgtype])]
+    return np.dtype(layout)
+
+
+async def read_rows(
+    conn: AsyncConnection[Any],
+    query: sql.Composable,
+    fields: list[tuple[str, str]],
+) -> NDArray[np.void]:
+    """Run ``COPY (query) TO STDOUT BINARY`` and view the rows as a structured array.
+
+    Every column must be fixed-width and non-NULL, in the order of ``fields``; timestamps and
+    dates come back as raw PostgreSQL values (see ``PG_EPOCH_US``/``PG_EPOCH_DAYS``).
+    """
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
+    async with conn.cursor() as cur, cur.copy(statement) as copy:
+        raw = b"".join([bytes(data) async for data in copy])
+    if not raw:
+        return np.zeros(0, dtype=row_dtype(fields))
+    if not raw.startswith(SIGNATURE):
+        raise ValueError("not a PostgreSQL binary COPY stream")
+    ext = int.from_bytes(raw[15:19], "big")
+    body = raw[19 + ext : -2]
+    return np.frombuffer(body, dtype=row_dtype(fields))
+
+
+async def write_rows(
+    conn: AsyncConnection[Any], table: str, columns: list[str], payload: bytes
+) -> None:
+    """``COPY table (columns) FROM STDIN BINARY`` with a ready payload (header…trailer)."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    async with conn.cursor() as cur, cur.copy(statement) as copy:
+        await copy.write(payload)
+
+
+def int8_array_field(name: str, k: int) -> list[tuple[Any, ...]]:
+    """Layout of a one-dimensional ``bigint[]`` of exactly ``k`` elements (after its length)."""
+    return [(f"{name}_hdr", ">i4", (5,)), (name, [("l", ">i4"), ("v", ">i8")], (k,))]
+
+
+def fill_int8_array(rec: NDArray[np.void], name: str, values: NDArray[np.int64]) -> None:
+    """Fill a ``bigint[]`` field laid out by ``int8_array_field``; ``values`` is (rows, k)."""
+    k = values.shape[1]
+    rec[f"_l_{name}"] = 20 + 12 * k
+    rec[f"{name}_hdr"] = (1, 0, 20, k, 1)  # ndim, has-nulls, element type int8, length, lbound
+    rec[name]["l"] = 8
+    rec[name]["v"] = values
