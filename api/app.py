@@ -13,14 +13,26 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import __version__
 from api.auth import TokenStore
+from api.coverage.update import CoverageUpdater
 from api.db import database_url
 from api.errors import install_handlers
 from api.ingest import partitions
 from api.ingest.store import Ingestor
 from api.ingest.writer import GroupWriter
+from api.protocols.jt808.server import Jt808Server
 from api.protocols.osmand_server import OsmAndServer
 from api.ratelimit import RateLimiter
-from api.routers import admin_areas, devices, health, pages, positions, users
+from api.routers import (
+    admin_areas,
+    coverage,
+    devices,
+    grids,
+    health,
+    jt808,
+    pages,
+    positions,
+    users,
+)
 from api.settings import Settings, get_settings
 from api.tasks import Periodic
 
@@ -62,13 +74,27 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
                 )
 
         periodic.start("partitions", 3600.0, partitions_ahead)
+        updater = CoverageUpdater(settings.coverage)
+        app.state.coverage = updater
+
+        async def coverage_update() -> None:
+            async with pool.connection() as conn:
+                await updater.run(conn, max_steps=20)  # bounded; the rest next time
+
+        periodic.start("coverage", settings.coverage.update_interval_s, coverage_update)
         osmand = OsmAndServer(settings.osmand, writer) if settings.osmand.enabled else None
         app.state.osmand = osmand
         if osmand is not None:
             await osmand.start()
+        jt808_server = Jt808Server(settings.jt808, writer, pool) if settings.jt808.enabled else None
+        app.state.jt808 = jt808_server
+        if jt808_server is not None:
+            await jt808_server.start()
         try:
             yield
         finally:
+            if jt808_server is not None:
+                await jt808_server.stop()
             if osmand is not None:
                 await osmand.stop()
             await periodic.stop()
@@ -84,7 +110,8 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
     app.state.settings = settings
     app.state.login_limiter = RateLimiter(rate=0.5, burst=10)
     install_handlers(app)
-    for module in (health, admin_areas, users, devices, positions, pages):
+    routers = (health, admin_areas, users, devices, positions, grids, coverage, jt808, pages)
+    for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,6 +86,55 @@ class OsmAndSettings(BaseSettings):
     idle_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class Jt808Settings(BaseSettings):
+    """The JT/T 808 terminal server, editions 2013 and 2019 (``GRIDPATROL_JT808_…``)."""
+
+    model_config = _config("GRIDPATROL_JT808_")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=5015, ge=0, le=65535, description="0 = any free port")
+    max_connections: int = Field(default=20_000, ge=1)
+    idle_timeout_s: float = Field(default=180.0, gt=0, description="no valid frame this long")
+    auth_timeout_s: float = Field(default=60.0, gt=0, description="to register + authenticate")
+    max_auth_failures: int = Field(
+        default=3, ge=1, description="refused registrations/authentications, then closed"
+    )
+    auto_register: bool = Field(default=False, description="register unknown terminals")
+    match_identifier: bool = Field(
+        default=True, description="a device whose identifier is the phone is its terminal's"
+    )
+    auto_register_crs: Literal["wgs84", "cgcs2000", "gcj02", "bd09"] = "wgs84"
+    max_frame_bytes: int = Field(default=4096, ge=64, description="escaped bytes per frame")
+    max_pending_frames: int = Field(default=256, ge=1, description="per connection, then pause")
+    reassembly_timeout_s: float = Field(default=60.0, gt=0, description="incomplete subpackages")
+    resend_after_s: float = Field(default=5.0, gt=0, description="then ask 0x8003 for the rest")
+    max_resend_requests: int = Field(default=2, ge=0, description="0x8003 per message")
+    max_message_kb: int = Field(default=256, ge=1, description="one reassembled message")
+    max_reassembly_mb: int = Field(default=64, ge=1, description="all incomplete messages")
+
+
+class CoverageSettings(BaseSettings):
+    """The coverage engine and its reports (``GRIDPATROL_COVERAGE_…``)."""
+
+    model_config = _config("GRIDPATROL_COVERAGE_")
+
+    resolution: int = Field(default=9, ge=5, le=12, description="H3 resolution of fine cells")
+    max_gap_s: float = Field(default=300.0, gt=0, le=3600, description="longest bridged gap")
+    max_speed_mps: float = Field(default=40.0, gt=0, description="fastest plausible segment")
+    visit_gap_s: float = Field(default=1800.0, gt=0, description="gap that splits visits")
+    sight_m: float = Field(default=0.0, ge=0, description="cells this close to the path count")
+    update_interval_s: float = Field(default=30.0, gt=0, description="background update period")
+    batch_device_days: int = Field(default=500, ge=1, description="device-days per update step")
+    max_window_days: int = Field(default=92, ge=1, description="longest report window")
+    blind_spot_days: int = Field(default=7, ge=1, description="unseen this long = blind spot")
+    checkpoint_radius_m: float = Field(default=300.0, gt=0, description="alert point visited")
+    offline_alert_s: float = Field(default=3600.0, gt=0, description="device silent this long")
+    outside_alert_s: float = Field(default=1800.0, gt=0, description="outside own grids")
+    award_share: float = Field(default=0.6, gt=0, lt=1, description="share of vehicles awarded")
+    flag_share: float = Field(default=0.1, ge=0, lt=1, description="share flagged at the bottom")
+
+
 @dataclass
 class Settings:
     """All settings of one process: from the environment, or built with overrides in tests."""
@@ -93,6 +143,8 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     osmand: OsmAndSettings = field(default_factory=OsmAndSettings)
+    coverage: CoverageSettings = field(default_factory=CoverageSettings)
+    jt808: Jt808Settings = field(default_factory=Jt808Settings)
 
 
 def get_settings() -> Settings:

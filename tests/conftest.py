@@ -21,8 +21,15 @@ from api.auth import SYSTEM
 from api.db import migrate
 from api.db.cluster import EmbeddedCluster, free_port
 from api.demo import load_demo
-from api.settings import ApiSettings, DatabaseSettings, OsmAndSettings, Settings
 from api.devices import DeviceIn, create_device
+from api.settings import (
+    ApiSettings,
+    CoverageSettings,
+    DatabaseSettings,
+    Jt808Settings,
+    OsmAndSettings,
+    Settings,
+)
 from api.users import create_user
 
 T = TypeVar("T")
@@ -81,6 +88,9 @@ def settings(db_url: str, workdir: Path) -> Settings:
         db=DatabaseSettings(url=db_url, data_dir=workdir / "no-embedded", pool_min=1, pool_max=8),
         api=ApiSettings(state_dir=workdir / "state", token_cache_seconds=0.0),
         osmand=OsmAndSettings(port=0),
+        # the background updater would race the tests' own updates: run it only at start-up
+        coverage=CoverageSettings(update_interval_s=3600.0),
+        jt808=Jt808Settings(port=0),
     )
     assert settings.db.url == db_url, "tests must never fall back to the user's data dir"
     return settings
@@ -115,7 +125,9 @@ def make_token(db_url: str) -> Any:
 
 async def _make_device(url: str, identifier: str, village: str | None) -> str:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        _, token = await create_device(conn, SYSTEM, DeviceIn(identifier=identifier, home_village=village))
+        _, token = await create_device(
+            conn, SYSTEM, DeviceIn(identifier=identifier, home_village=village)
+        )
     return token
 
 

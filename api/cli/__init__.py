@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import boundaries, db, demo, devices, ingest, serve, simulate, users
+from api.cli import (
+    boundaries,
+    coverage,
+    db,
+    demo,
+    devices,
+    grids,
+    ingest,
+    jt808,
+    serve,
+    simulate,
+    users,
+)
 
 app = typer.Typer(
     name="gridpatrol",
@@ -17,7 +29,12 @@ app.add_typer(db.app, name="db", help="Embedded PostgreSQL+PostGIS cluster and m
 app.add_typer(users.app, name="users", help="Users, roles, data scopes and tokens.")
 app.add_typer(demo.app, name="demo", help="Xilingol League demo data.")
 app.add_typer(boundaries.app, name="boundaries", help="Import admin-area boundary files.")
+app.add_typer(grids.grids_app, name="grids", help="Grid layouts: make, list, activate, assign.")
+app.add_typer(grids.staff_app, name="staff", help="Grid workers, leaders, informants.")
+app.add_typer(grids.alerts_app, name="alerts", help="Alert points (报警点): import, siting.")
+app.add_typer(coverage.app, name="coverage", help="Coverage per grid: update, show, ranking.")
 app.add_typer(devices.app, name="devices", help="Register GPS devices (车载终端), list them.")
+app.add_typer(jt808.app, name="jt808", help="JT/T 808 terminals: send commands, stats, reset.")
 app.command("ingest", help="Store a track file (gridpatrol ingest FILE), or show 'stats'.")(
     ingest.ingest
 )

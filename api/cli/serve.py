@@ -121,6 +121,9 @@ def run(
         if settings.osmand.enabled:
             osmand = f"http://{settings.osmand.host}:{settings.osmand.port}"
             typer.echo(f"  OsmAnd      {osmand}/?id=<device>&lat=…&lon=…  (Traccar Client)")
+        if settings.jt808.enabled:
+            jt808 = f"{settings.jt808.host}:{settings.jt808.port}"
+            typer.echo(f"  JT/T 808    tcp://{jt808}  (terminals, 2013 and 2019)")
         if token:
             if fresh:
                 kept = Path(settings.api.state_dir) / ADMIN_TOKEN_FILE

@@ -13,23 +13,31 @@ from api.cli.common import connect, fail, is_tty, run_async, settings_and_url
 from api.ingest.fixes import FixBatch
 from api.progress import cli_progress
 from api.protocols import trackfiles
+from api.protocols.jt808.fleet import assign_phones, send_jt808
 from gis.simulation import FleetTracks
 
-PROTOCOLS = ("osmand", "batch")
+PROTOCOLS = ("osmand", "batch", "jt808")
 
 
 def simulate(
     vehicles: int = typer.Option(20, help="patrol vehicles (2 per village, as 草原110)"),
     hours: float = typer.Option(1.0, help="length of the simulated shift"),
     interval: float = typer.Option(10.0, help="seconds between fixes"),
-    protocol: str = typer.Option("osmand", help="osmand (HTTP to the server) or batch (direct)"),
+    protocol: str = typer.Option(
+        "osmand", help="osmand (HTTP to the server), jt808 (TCP terminals) or batch (direct)"
+    ),
     speedup: float = typer.Option(0.0, help="pace against the simulated clock; 0 = flat out"),
     area: str = typer.Option("", help="only villages under this NBS code prefix, e.g. 152502"),
     seed: int = typer.Option(110, help="random seed (same seed, same fleet)"),
-    host: str | None = typer.Option(None, help="OsmAnd server host (default from settings)"),
-    port: int | None = typer.Option(None, help="OsmAnd server port (default from settings)"),
+    host: str | None = typer.Option(None, help="protocol server host (default from settings)"),
+    port: int | None = typer.Option(None, help="protocol server port (default from settings)"),
 ) -> None:
-    """Simulate 草原110-style patrols inside the villages and send them."""
+    """Simulate 草原110-style patrols inside the villages and send them.
+
+    With ``--protocol jt808`` each vehicle gets a terminal phone ``14`` + its zero-padded device
+    id (``api.protocols.jt808.fleet``), registers, authenticates and sends 0x0200 (paced) or
+    0x0704 batches (flat out) to the JT/T 808 server.
+    """
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"choose one of {', '.join(PROTOCOLS)}", param_hint="--protocol")
     settings, url = settings_and_url()
@@ -48,6 +56,15 @@ def simulate(
                 if protocol == "batch":
                     return await sim.send_batch(
                         conn, settings, sim.as_batch(tracks, fleet.identifiers), progress=progress
+                    )
+                if protocol == "jt808":
+                    return await send_jt808(
+                        tracks,
+                        await assign_phones(conn, fleet.identifiers),
+                        host=host or settings.jt808.host,
+                        port=port or settings.jt808.port,
+                        speedup=speedup,
+                        progress=progress,
                     )
                 return await sim.send_osmand(
                     tracks,

@@ -52,6 +52,18 @@ SQL_OWNED_TABLES = frozenset(
         "device_state",
         "position_rejected",
         "ingest_counter",
+        "jt808_command",
+        "staff",
+        "grid_layout",
+        "grid",
+        "grid_cell",
+        "alert_point",
+        "household",
+        "cell_visit",
+        "coverage_dirty",
+        "device_day",
+        "grid_visit",
+        "grid_visit_day",
     }
 )
 

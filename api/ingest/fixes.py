@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -165,4 +165,5 @@ def to_time_us(value: datetime) -> int:
 
 
 def from_time_us(value: int) -> datetime:
-    return datetime.fromtimestamp(value / 1e6, tz=UTC)
+    """Aware UTC datetime of Unix microseconds, exactly (no float on the way)."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value))

@@ -268,6 +268,7 @@ class Ingestor:
         if inserted is None:
             inserted = await self._copy_staged(conn, payload)
         await self._live_state(conn, device_id[good], batch, lat, lon, good, protocol)
+        await mark_dirty(conn, device_id[good], batch.time_us[good])
         return inserted
 
     async def _copy_direct(self, conn: AsyncConnection[Any], payload: bytes) -> int | None:
@@ -381,6 +382,35 @@ class Ingestor:
                 "counts": [v for _, v in items],
             },
         )
+
+
+DAY_US = 86_400_000_000
+LOCAL_OFFSET_US = 8 * 3_600_000_000  # coverage days are China local days (UTC+8)
+# A fix this close to local midnight changes the segment into or out of the next/previous day
+# (the coverage engine bridges gaps up to GRIDPATROL_COVERAGE_MAX_GAP_S ≤ 1 h).
+MIDNIGHT_MARGIN_US = 3_600_000_000
+
+
+async def mark_dirty(
+    conn: AsyncConnection[Any], device_id: NDArray[np.int64], time_us: NDArray[np.int64]
+) -> None:
+    """Mark the (device, local day) pairs whose cell visits these new fixes change."""
+    if len(device_id) == 0:
+        return
+    local = time_us + LOCAL_OFFSET_US
+    day = local // DAY_US
+    tod = local % DAY_US
+    devices = np.r_[
+        device_id, device_id[tod < MIDNIGHT_MARGIN_US], device_id[tod > DAY_US - MIDNIGHT_MARGIN_US]
+    ]
+    days = np.r_[day, day[tod < MIDNIGHT_MARGIN_US] - 1, day[tod > DAY_US - MIDNIGHT_MARGIN_US] + 1]
+    pairs = np.unique(np.stack([devices, days], axis=1), axis=0)
+    await conn.execute(
+        "INSERT INTO coverage_dirty (device_id, day) "
+        "SELECT d, date '1970-01-01' + n FROM unnest(%s::int[], %s::int[]) AS u(d, n) "
+        "ON CONFLICT (device_id, day) DO NOTHING",
+        (pairs[:, 0].tolist(), pairs[:, 1].tolist()),
+    )
 
 
 def _raw(batch: FixBatch, i: int) -> str:

@@ -23,12 +23,6 @@ class DeviceCreated(BaseModel):
     token: str
 
 
-def _invalidate(request: Request) -> None:
-    ingest = getattr(request.app.state, "ingestor", None)
-    if ingest is not None:
-        ingest.registry.invalidate()
-
-
 @router.get("", summary="Devices in your scope")
 async def list_devices(
     principal: Viewer, conn: Conn, village: Annotated[str | None, Query()] = None
@@ -37,11 +31,8 @@ async def list_devices(
 
 
 @router.post("", status_code=201, response_model=DeviceCreated, summary="Register a device")
-async def create_device(
-    body: devices.DeviceIn, principal: Admin, conn: Conn, request: Request
-) -> DeviceCreated:
+async def create_device(body: devices.DeviceIn, principal: Admin, conn: Conn) -> DeviceCreated:
     row, token = await devices.create_device(conn, principal, body)
-    _invalidate(request)
     return DeviceCreated(device=row, token=token)
 
 
@@ -51,7 +42,6 @@ async def import_devices(principal: Admin, conn: Conn, request: Request) -> list
         raise UnsupportedMediaType("send the CSV as text/csv", field="content-type")
     parsed = devices.parse_device_csv((await request.body()).decode("utf-8-sig"))
     created = await devices.import_devices(conn, principal, parsed)
-    _invalidate(request)
     return [DeviceCreated(device=row, token=token) for row, token in created]
 
 
@@ -68,11 +58,9 @@ async def get_device(device_id: int, principal: Viewer, conn: Conn) -> dict[str,
 
 @router.patch("/{device_id}", summary="Change a device")
 async def update_device(
-    device_id: int, body: devices.DevicePatch, principal: Admin, conn: Conn, request: Request
+    device_id: int, body: devices.DevicePatch, principal: Admin, conn: Conn
 ) -> dict[str, Any]:
-    row = await devices.update_device(conn, principal, device_id, body)
-    _invalidate(request)
-    return row
+    return await devices.update_device(conn, principal, device_id, body)
 
 
 @router.post("/{device_id}/token", summary="Issue a new device token (the old one stops)")

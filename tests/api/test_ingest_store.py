@@ -119,15 +119,9 @@ def test_every_fix_is_stored_or_quarantined(
             (device_id, "never-registered"),
         ).fetchall()
     )
-    assert (
-        reasons["implausible_jump"] == 1
-    )
-    assert (
-        reasons["unparsable"] == 1
-    )
-    assert (
-        reasons["unknown_device"] == 1
-    )
+    assert reasons["implausible_jump"] == 1
+    assert reasons["unparsable"] == 1
+    assert reasons["unknown_device"] == 1
     state = db.execute(
         "SELECT fix_time FROM device_state WHERE device_id = %s", (device_id,)
     ).fetchone()

@@ -270,5 +270,8 @@ def test_ingest_stats_count_every_outcome(
     after = client.get("/api/v1/ingest/stats", headers=h).json()["by_protocol"]["batch"]
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     assert {k: v for k, v in delta.items() if v} == {
-        "stored": 1, "duplicate": 1, "bad_coordinates": 1, "unknown_device": 1,
+        "stored": 1,
+        "duplicate": 1,
+        "bad_coordinates": 1,
+        "unknown_device": 1,
     }
