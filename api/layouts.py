@@ -309,6 +309,30 @@ async def active_layout(conn: AsyncConnection[Any], *, purpose: str = "patrol") 
     return int(row[0]) if row else None
 
 
+async def check_overlap(conn: AsyncConnection[Any], layout: dict[str, Any]) -> None:
+    """Refuse when another active layout of the same purpose covers part of this one's area
+    (an ancestor or descendant area; the same area is replaced, not overlapped)."""
+    overlapping = await (
+        await conn.execute(
+            """
+        SELECT id, name, area_code FROM grid_layout o
+         WHERE o.status = 'active' AND o.purpose = %(purpose)s
+           AND o.area_code <> %(area)s
+           AND (nbs_prefix(o.area_code) LIKE nbs_prefix(%(area)s) || '%%'
+            OR nbs_prefix(%(area)s) LIKE nbs_prefix(o.area_code) || '%%')
+        """,
+            {"purpose": layout["purpose"], "area": layout["area_code"]},
+        )
+    ).fetchall()
+    if overlapping:
+        other = overlapping[0]
+        raise Conflict(
+            f"active layout {other[0]} ({other[1]}, area {other[2]}) overlaps this one's "
+            f"area; redraw it instead (clone, edit, activate) or retire it first",
+            layout=other[0],
+        )
+
+
 async def activate_layout(conn: AsyncConnection[Any], actor: Principal, layout_id: int) -> None:
     """Make a layout active; the active one of the same area and purpose is retired."""
     async with conn.transaction():
@@ -316,25 +340,7 @@ async def activate_layout(conn: AsyncConnection[Any], actor: Principal, layout_i
         actor.scope.require_area(layout["area_code"], "the layout's area")
         if layout["status"] == "active":
             return
-        overlapping = await (
-            await conn.execute(
-                """
-                SELECT id, name, area_code FROM grid_layout o
-                 WHERE o.status = 'active' AND o.purpose = %(purpose)s
-                   AND o.area_code <> %(area)s
-                   AND (nbs_prefix(o.area_code) LIKE nbs_prefix(%(area)s) || '%%'
-                        OR nbs_prefix(%(area)s) LIKE nbs_prefix(o.area_code) || '%%')
-                """,
-                {"purpose": layout["purpose"], "area": layout["area_code"]},
-            )
-        ).fetchall()
-        if overlapping:
-            other = overlapping[0]
-            raise Conflict(
-                f"active layout {other[0]} ({other[1]}, area {other[2]}) overlaps this one's "
-                f"area; redraw it instead (clone, edit, activate) or retire it first",
-                layout=other[0],
-            )
+        await check_overlap(conn, layout)
         await conn.execute(
             "UPDATE grid_layout SET status = 'retired', retired_at = now() "
             "WHERE status = 'active' AND area_code = %s AND purpose = %s",

@@ -165,7 +165,7 @@ def normalise_code(raw: object) -> str:
     return parse_nbs(text).code
 
 
-def _geojson_declares_crs(path: Path) -> bool:
+def geojson_declares_crs(path: Path) -> bool:
     """True when a GeoJSON file carries a ``crs`` member (GDAL reports WGS-84 either way)."""
     try:
         with path.open(encoding="utf-8") as fh:
@@ -203,7 +203,7 @@ def read_boundaries(
     if (
         crs is None
         and path.suffix.lower() in (".geojson", ".json")
-        and not _geojson_declares_crs(path)
+        and not geojson_declares_crs(path)
     ):
         raise BoundaryError(
             f"{path.name} declares no CRS: RFC 7946 implies WGS-84, but Chinese sources are "

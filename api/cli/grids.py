@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from api import grids as grid_service
-from api import layouts, staff
+from api import layout_ops, layouts, staff
 from api.auth import SYSTEM
 from api.cli.common import connect, is_tty, run_async, settings_and_url
 from api.progress import cli_progress
@@ -82,9 +82,11 @@ def list_layouts() -> None:
 def activate(layout_id: int) -> None:
     _, url = settings_and_url()
 
-    async def go() -> None:
+    async def go() -> dict[str, Any]:
         async with connect(url) as conn:
-            await layouts.activate_layout(conn, SYSTEM, layout_id)
+            return await layout_ops.activate(
+                conn, SYSTEM, layout_id, version=None, effective_from=None
+            )
 
     run_async(go())
     typer.echo(f"layout {layout_id} is active")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from api import admin_areas, grids, layouts, staff
+from api import admin_areas, grids, layout_ops, layouts, staff
 from api.auth import Planner, Viewer
 from api.deps import AppSettings, Conn
 from api.responses import GeoJSONResponse
@@ -47,10 +48,22 @@ async def get_layout(layout_id: int, principal: Viewer, conn: Conn) -> dict[str,
     return await layouts.get_layout(conn, principal.scope, layout_id)
 
 
-@router.post("/api/v1/layouts/{layout_id}/activate", summary="Activate (the old one retires)")
-async def activate(layout_id: int, principal: Planner, conn: Conn) -> dict[str, Any]:
-    await layouts.activate_layout(conn, principal, layout_id)
-    return await layouts.get_layout(conn, principal.scope, layout_id)
+class ActivateIn(BaseModel):
+    version: int | None = Field(default=None, description="the draft's version (recommended)")
+    effective_from: datetime | None = Field(default=None, description="schedule a future switch")
+
+
+@router.post(
+    "/api/v1/layouts/{layout_id}/activate",
+    summary="Validate and activate (the active one retires; lineage is recorded)",
+)
+async def activate(
+    layout_id: int, principal: Planner, conn: Conn, body: ActivateIn | None = None
+) -> dict[str, Any]:
+    body = body or ActivateIn()
+    return await layout_ops.activate(
+        conn, principal, layout_id, version=body.version, effective_from=body.effective_from
+    )
 
 
 @router.get(

@@ -1,0 +1,325 @@
+"""Planner redraws through the API: clone, edit with versions, validate, diff, activate with
+lineage, roll back exactly, export and re-import, refuse broken edits without changing the draft."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+import shapely
+from fastapi.testclient import TestClient
+from shapely.geometry import LineString, mapping, shape
+
+from tests.conftest import auth
+
+PURPOSE = "information"
+
+
+@pytest.fixture(scope="module")
+def township(demo: str) -> str:
+    """The township with the fewest villages (at least two)."""
+    with psycopg.connect(demo) as conn:
+        row = conn.execute(
+            "SELECT parent_code FROM admin_area WHERE level = 'village' GROUP BY parent_code "
+            "HAVING count(*) >= 2 ORDER BY count(*), parent_code LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _staff_every_grid(client: TestClient, token: str, layout: int) -> None:
+    grids = client.get(f"/api/v1/layouts/{layout}/grids", headers=auth(token)).json()["features"]
+    codes = [g["properties"]["code"] for g in grids if not g["properties"]["worker"]]
+    rows = "".join(f"网格员{c[-5:]},1370{c[-7:]},{c[:12]}\n" for c in codes)
+    imported = client.post(
+        "/api/v1/staff/import",
+        params={"filename": "w.csv"},
+        content="name,phone,village_code\n" + rows,
+        headers=auth(token),
+    )
+    assert imported.status_code == 200, imported.text
+    people = {p["phone"]: p["id"] for p in client.get("/api/v1/staff", headers=auth(token)).json()}
+    for c in codes:
+        put = client.put(
+            f"/api/v1/layouts/{layout}/grids/{c}/worker",
+            json={"staff_id": people[f"1370{c[-7:]}"]},
+            headers=auth(token),
+        )
+        assert put.status_code == 200, put.text
+
+
+@pytest.fixture(scope="module")
+def active(client: TestClient, tokens: dict[str, str], township: str) -> int:
+    planner = tokens["planner"]
+    spec = {
+        "name": "信息方格 info squares",
+        "area": township,
+        "method": "balanced",
+        "per_village": 4,
+        "purpose": PURPOSE,
+    }
+    made = client.post("/api/v1/layouts", json=spec, headers=auth(planner))
+    assert made.status_code == 201, made.text
+    layout = made.json()["id"]
+    refused = client.post(f"/api/v1/layouts/{layout}/activate", json={}, headers=auth(planner))
+    assert refused.status_code == 409  # no workers yet: 一格一员
+    assert any(
+        f["properties"]["kind"] == "no_worker" for f in refused.json()["violations"]["features"]
+    )
+    _staff_every_grid(client, planner, layout)
+    ok = client.post(f"/api/v1/layouts/{layout}/activate", json={}, headers=auth(planner))
+    assert ok.status_code == 200, ok.text
+    return int(layout)
+
+
+def _grid(client: TestClient, token: str, layout: int, code: str) -> Any:
+    body = client.get(f"/api/v1/layouts/{layout}/grids", headers=auth(token)).json()
+    return next(shape(f["geometry"]) for f in body["features"] if f["properties"]["code"] == code)
+
+
+def _version(client: TestClient, token: str, layout: int) -> int:
+    return int(client.get(f"/api/v1/layouts/{layout}", headers=auth(token)).json()["version"])
+
+
+def _across(geom: Any) -> dict[str, Any]:
+    c = geom.centroid
+    _, miny, _, maxy = geom.bounds
+    return mapping(LineString([(c.x, miny - 0.01), (c.x + 1e-4, maxy + 0.01)]))
+
+
+def test_the_whole_redraw_cycle(
+    client: TestClient, tokens: dict[str, str], active: int, db: psycopg.Connection[Any]
+) -> None:
+    planner = auth(tokens["planner"])
+    draft = client.post(
+        f"/api/v1/layouts/{active}/clone", json={"name": "2027 redraw"}, headers=planner
+    ).json()
+    d = draft["id"]
+    assert (draft["status"], draft["cloned_from"], draft["version"]) == ("draft", active, 1)
+    grids = client.get(f"/api/v1/layouts/{d}/grids", headers=planner).json()["features"]
+    village = grids[0]["properties"]["village_code"]
+    first = f"{village}001"
+    geom = _grid(client, tokens["planner"], d, first)
+    # a new grid takes the next sequence no layout of the village ever used (codes are not reused)
+    (highest,) = db.execute(
+        "SELECT max(right(code, 3)::int) FROM grid WHERE village_code = %s", (village,)
+    ).fetchone() or (0,)
+    new = f"{village}{highest + 1:03d}"
+    cut = client.post(
+        f"/api/v1/layouts/{d}/edits/split",
+        json={"version": 1, "code": first, "line": _across(geom)},
+        headers=planner,
+    )
+    assert cut.status_code == 200, cut.text
+    assert cut.json()["added"] == [new]
+    assert cut.json()["version"] == 2
+    stale = client.post(
+        f"/api/v1/layouts/{d}/edits/merge",
+        json={"version": 1, "codes": [f"{village}002", f"{village}003"]},
+        headers=planner,
+    )
+    assert stale.status_code == 409
+    assert stale.json()["current_version"] == 2
+    report = client.get(f"/api/v1/layouts/{d}/validate", headers=planner).json()
+    assert not report["valid"]
+    assert [f["properties"]["codes"] for f in report["violations"]["features"]] == [[new]]
+    _staff_every_grid(client, tokens["planner"], d)
+    assert client.get(f"/api/v1/layouts/{d}/validate", headers=planner).json()["valid"]
+    diff = client.get(f"/api/v1/layouts/{d}/diff", headers=planner).json()
+    assert (diff["added"], diff["removed"]) == (1, 0)
+    assert {f["properties"]["code"] for f in diff["features"]} == {first, new}
+    before = dict(
+        db.execute("SELECT code, worker_id FROM grid WHERE layout_id = %s", (active,)).fetchall()
+    )
+    on = client.post(
+        f"/api/v1/layouts/{d}/activate",
+        json={"version": _version(client, tokens["planner"], d)},
+        headers=planner,
+    )
+    assert on.status_code == 200, on.text
+    assert client.get(f"/api/v1/layouts/{active}", headers=planner).json()["status"] == "retired"
+    lineage = client.get(f"/api/v1/layouts/{d}/lineage", headers=planner).json()
+    shares = [r["area_share"] for r in lineage if r["old_code"] == first]
+    assert sorted(r["new_code"] for r in lineage if r["old_code"] == first) == [first, new]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-6)
+    back = client.post(f"/api/v1/layouts/{active}/rollback", headers=planner)
+    assert back.status_code == 200, back.text
+    assert back.json()["status"] == "active"
+    after = dict(
+        db.execute("SELECT code, worker_id FROM grid WHERE layout_id = %s", (active,)).fetchall()
+    )
+    assert after == before  # the exact previous assignment
+    assert db.execute(
+        "SELECT action FROM audit_log WHERE object_id = %s AND action LIKE 'layout.%%' ORDER BY id",
+        (str(d),),
+    ).fetchall()[:2] == [("layout.clone",), ("layout.split",)]
+
+
+def test_broken_edits_are_refused_and_change_nothing(
+    client: TestClient, tokens: dict[str, str], active: int
+) -> None:
+    planner = auth(tokens["planner"])
+    d = client.post(
+        f"/api/v1/layouts/{active}/clone", json={"name": "bad edits"}, headers=planner
+    ).json()["id"]
+    grids = client.get(f"/api/v1/layouts/{d}/grids", headers=planner).json()["features"]
+    code = grids[0]["properties"]["code"]
+    geom = shape(grids[0]["geometry"])
+    far = mapping(LineString([(100.0, 30.0), (100.1, 30.1)]))
+    missed = client.post(
+        f"/api/v1/layouts/{d}/edits/split",
+        json={"version": 1, "code": code, "line": far},
+        headers=planner,
+    )
+    assert missed.status_code == 422
+    assert "does not cut" in missed.json()["detail"]
+    bloated = mapping(geom.buffer(0.05))
+    outside = client.post(
+        f"/api/v1/layouts/{d}/edits/reshape",
+        json={"version": 1, "code": code, "geometry": bloated},
+        headers=planner,
+    )
+    assert outside.status_code == 422
+    assert outside.json()["offending"]["type"] in ("Polygon", "MultiPolygon")
+    not_geojson = client.post(
+        f"/api/v1/layouts/{d}/edits/split",
+        json={"version": 1, "code": code, "line": {"type": "Point", "coordinates": [1, 2]}},
+        headers=planner,
+    )
+    assert not_geojson.status_code == 422
+    assert _version(client, tokens["planner"], d) == 1
+    assert (
+        client.post(
+            f"/api/v1/layouts/{active}/edits/merge",
+            json={"version": 1, "codes": [code, code]},
+            headers=planner,
+        ).status_code
+        == 409
+    )  # the active layout is not a draft
+
+
+def test_two_planners_one_wins(client: TestClient, tokens: dict[str, str], active: int) -> None:
+    planner = auth(tokens["planner"])
+    d = client.post(
+        f"/api/v1/layouts/{active}/clone", json={"name": "race"}, headers=planner
+    ).json()["id"]
+    grids = client.get(f"/api/v1/layouts/{d}/grids", headers=planner).json()["features"]
+    codes = [(grids[i]["properties"]["code"], shape(grids[i]["geometry"])) for i in (0, 1)]
+
+    def split(i: int) -> int:
+        code, geom = codes[i]
+        return client.post(
+            f"/api/v1/layouts/{d}/edits/split",
+            json={"version": 1, "code": code, "line": _across(geom)},
+            headers=planner,
+        ).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(split, [0, 1]))
+    assert statuses == [200, 409]
+
+
+def test_export_and_reimport_round_trip(
+    client: TestClient, tokens: dict[str, str], active: int
+) -> None:
+    planner = auth(tokens["planner"])
+    original = client.get(f"/api/v1/layouts/{active}/grids", headers=planner).json()["features"]
+    for fmt in ("gpkg", "shp", "geojson"):
+        file = client.get(
+            f"/api/v1/layouts/{active}/export", params={"format": fmt}, headers=planner
+        )
+        assert file.status_code == 200
+        if fmt == "shp":
+            assert {
+                n.rsplit(".", 1)[1] for n in zipfile.ZipFile(io.BytesIO(file.content)).namelist()
+            } >= {"shp", "shx", "dbf", "prj"}
+        d = client.post(
+            f"/api/v1/layouts/{active}/clone", json={"name": f"reimport {fmt}"}, headers=planner
+        ).json()["id"]
+        name = {"gpkg": "g.gpkg", "shp": "g.zip", "geojson": "g.geojson"}[fmt]
+        params = {"version": 1, "filename": name, **({"crs": "wgs84"} if fmt == "geojson" else {})}
+        back = client.post(
+            f"/api/v1/layouts/{d}/replace", params=params, content=file.content, headers=planner
+        )
+        assert back.status_code == 200, back.text
+        again = client.get(f"/api/v1/layouts/{d}/grids", headers=planner).json()["features"]
+        assert len(again) == len(original)
+        for a, b in zip(
+            sorted(original, key=lambda f: f["properties"]["code"]),
+            sorted(again, key=lambda f: f["properties"]["code"]),
+            strict=True,
+        ):
+            ga, gb = shape(a["geometry"]), shape(b["geometry"])
+            # the same grid up to coordinate rounding (1e-6° ≈ 0.1 m), in every format
+            assert ga.symmetric_difference(gb).area < 1e-6 * ga.area, (fmt, a["properties"])
+            assert ga.hausdorff_distance(gb) < 2e-6, (fmt, a["properties"])
+
+
+def test_bad_files_leave_the_draft_alone(
+    client: TestClient, tokens: dict[str, str], active: int
+) -> None:
+    planner = auth(tokens["planner"])
+    d = client.post(
+        f"/api/v1/layouts/{active}/clone", json={"name": "bad files"}, headers=planner
+    ).json()["id"]
+    grids = client.get(f"/api/v1/layouts/{d}/grids", headers=planner).json()["features"]
+    no_codes = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "properties": {}, "geometry": grids[0]["geometry"]}],
+    }
+    r1 = client.post(
+        f"/api/v1/layouts/{d}/replace",
+        params={"version": 1, "filename": "x.geojson", "crs": "wgs84"},
+        content=json.dumps(no_codes),
+        headers=planner,
+    )
+    assert r1.status_code == 422
+    assert "no 'code' field" in r1.json()["detail"]
+    r2 = client.post(
+        f"/api/v1/layouts/{d}/replace",
+        params={"version": 1, "filename": "x.geojson"},
+        content=json.dumps({"type": "FeatureCollection", "features": grids}),
+        headers=planner,
+    )
+    assert r2.status_code == 422
+    assert r2.json()["field"] == "crs"
+    village = grids[0]["properties"]["village_code"]
+    mine = [f for f in grids if f["properties"]["village_code"] == village]
+    holes = [{**f, "geometry": mapping(shape(f["geometry"]).buffer(-0.001))} for f in mine]
+    r3 = client.post(
+        f"/api/v1/layouts/{d}/replace",
+        params={"version": 1, "filename": "x.geojson", "crs": "wgs84"},
+        content=json.dumps({"type": "FeatureCollection", "features": holes}),
+        headers=planner,
+    )
+    assert r3.status_code == 422
+    kinds = {f["properties"]["kind"] for f in r3.json()["violations"]["features"]}
+    assert "gap" in kinds
+    assert _version(client, tokens["planner"], d) == 1
+
+
+def test_moving_an_alert_point_changes_its_grid(
+    client: TestClient, tokens: dict[str, str], active: int, db: psycopg.Connection[Any]
+) -> None:
+    planner = auth(tokens["planner"])
+    grids = client.get(f"/api/v1/layouts/{active}/grids", headers=planner).json()["features"]
+    village = grids[0]["properties"]["village_code"]
+    point = db.execute(
+        "SELECT id FROM alert_point WHERE village_code = %s LIMIT 1", (village,)
+    ).fetchone()
+    assert point is not None
+    target = shapely.geometry.shape(grids[1]["geometry"]).representative_point()
+    moved = client.put(
+        f"/api/v1/alert-points/{point[0]}", json={"lon": target.x, "lat": target.y}, headers=planner
+    )
+    assert moved.status_code == 200, moved.text
+    listed = client.get(
+        "/api/v1/alert-points", params={"layout": active, "village": village}, headers=planner
+    )
+    mine = next(f for f in listed.json()["features"] if f["properties"]["id"] == point[0])
+    assert mine["properties"]["grid_code"] == grids[1]["properties"]["code"]
