@@ -19,6 +19,7 @@ from api.auth import SYSTEM
 from api.boundaries import upsert_areas
 from api.demo_grids import load_alert_points, load_households, load_layouts
 from api.progress import NullProgress, Progress
+from api.roads import load_demo_roads
 from gis.boundaries import read_boundaries
 from gis.synthetic import demo_hierarchy
 
@@ -61,6 +62,7 @@ STEPS: list[Step] = [
     Step("demo.households", "1", load_households),
     Step("demo.layouts", "1", load_layouts),
     Step("demo.alert_points", "1", load_alert_points),
+    Step("demo.roads", "1", load_demo_roads),  # synthetic road graph for road ETAs
 ]
 
 

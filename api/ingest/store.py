@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 from numpy.typing import NDArray
 from psycopg import AsyncConnection, errors
 
+from api.dispatch.arrival import mark_arrivals
 from api.ingest import partitions
 from api.ingest.copybin import COLUMNS as COPY_COLUMNS
 from api.ingest.copybin import OPTIONAL, encode_positions
@@ -269,6 +270,7 @@ class Ingestor:
             inserted = await self._copy_staged(conn, payload)
         await self._live_state(conn, device_id[good], batch, lat, lon, good, protocol)
         await mark_dirty(conn, device_id[good], batch.time_us[good])
+        await mark_arrivals(conn, device_id[good], batch.time_us[good], lat[good], lon[good])
         return inserted
 
     async def _copy_direct(self, conn: AsyncConnection[Any], payload: bytes) -> int | None:
