@@ -12,7 +12,9 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
 from api.auth import RequireRole
+from api.settings import Settings
 from tests.conftest import auth
+from tiles.router import TileAccess
 
 PUBLIC = {
     "/healthz",
@@ -67,6 +69,30 @@ def test_no_token_gives_401(client: TestClient) -> None:
         if response.status_code != 401:
             failures.append((method, path, response.status_code))
     assert failures == []
+
+
+def test_public_tiles_are_the_one_settings_controlled_exception(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GRIDPATROL_API_PUBLIC_TILES`` lets anonymous callers read public tile layers: only the
+    tile routes carry that dependency, and with the switch on every other route still needs a
+    token (the tile routes themselves are covered above with the switch off, the default)."""
+    capable = sorted({p for _, p, role in _routes(client) if isinstance(role, TileAccess)})
+    assert capable == [
+        "/tiles",
+        "/tiles/{layer}.json",
+        "/tiles/{layer}/{z:int}/{x:int}/{y:int}.pbf",
+    ]
+    monkeypatch.setattr(settings.api, "public_tiles", True)
+    still_closed = [
+        (m, p, client.request(m, _url(p), json={}).status_code)
+        for m, p, role in _routes(client)
+        if role is not None and not isinstance(role, TileAccess)
+    ]
+    assert [r for r in still_closed if r[2] != 401] == []
+    assert client.get("/tiles/admin_areas/1/1/1.pbf").status_code == 200
+    assert client.get("/tiles/vehicles/1/1/1.pbf").status_code == 401  # never public
+    assert client.get("/tiles/admin_areas/1/1/1.pbf", headers=auth("gp_bad")).status_code == 401
 
 
 def test_a_bad_token_gives_401(client: TestClient) -> None:

@@ -1,0 +1,191 @@
+"""Map pages for people: the dispatcher's live map, the colour grid map (网格彩图) and track
+replay. Each opens with the user's token like ``/map?token=…`` (moved to a cookie, then a
+redirect), is cut to the user's scope, and works offline but for the basemap tiles.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from psycopg import AsyncConnection, sql
+
+from api.auth import Dispatcher, Viewer, bearer_token
+from api.coverage import metrics
+from api.coverage.update import CoverageUpdater
+from api.deps import AppSettings, Conn
+from api.errors import NotFound
+from api.layouts import active_layout, get_layout
+from api.positions import device_in_scope
+from api.routers.pages import token_redirect
+from api.scope import Scope
+from api.settings import Settings
+from gis import maps_coverage, maps_dispatch, maps_track
+from gis.stops import detect_stops
+from tiles.service import china_day_bounds, china_today
+
+router = APIRouter(tags=["pages"])
+
+XILINGOL = (111.1, 41.5, 120.0, 46.8)
+Basemap = Annotated[
+    str | None, Query(pattern="^(osm|tianditu|amap)$", description="default: the setting")
+]
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _basemap(requested: str | None, settings: Settings) -> str:
+    """The basemap to draw on; 天地图 without a key falls back to OpenStreetMap."""
+    choice = requested or settings.map.basemap
+    if choice == "tianditu" and not settings.map.tianditu_key:
+        return "osm"
+    return choice
+
+
+async def scope_bounds(
+    conn: AsyncConnection[Any], scope: Scope
+) -> tuple[float, float, float, float]:
+    """(west, south, east, north) of the villages in the scope (the league when unknown)."""
+    query = sql.SQL(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
+        "SELECT ST_Extent(a.geom) AS e FROM admin_area a WHERE a.level = 'village' AND {}) x"
+    ).format(scope.where("a.code", with_grid_villages=True))
+    row = await (await conn.execute(query, scope.params())).fetchone()
+    if row is None or row[0] is None:
+        return XILINGOL
+    return float(row[0]), float(row[1]), float(row[2]), float(row[3])
+
+
+def _page(html: str) -> HTMLResponse:
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+@router.get("/maps/dispatch", response_class=HTMLResponse, summary="Dispatcher live map (派警)")
+async def dispatch_page(
+    request: Request,
+    principal: Dispatcher,
+    conn: Conn,
+    settings: AppSettings,
+    basemap: Basemap = None,
+) -> Response:
+    if (redirect := token_redirect(request)) is not None:
+        return redirect
+    page = maps_dispatch.DispatchPage(
+        bounds=await scope_bounds(conn, principal.scope),
+        basemap=_basemap(basemap, settings),
+        tianditu_key=settings.map.tianditu_key,
+        path=request.url.path,
+        query=list(request.query_params.multi_items()),
+        # writes (assign) need the Authorization header: cookies are read for GET only
+        token=bearer_token(request),
+        layout_id=await active_layout(conn),
+        refresh_s=settings.map.vehicle_refresh_s,
+    )
+    return _page(maps_dispatch.dispatch_map(page))
+
+
+@router.get("/maps/coverage", response_class=HTMLResponse, summary="Colour grid map (网格彩图)")
+async def coverage_page(
+    request: Request,
+    principal: Viewer,
+    conn: Conn,
+    settings: AppSettings,
+    layout: Annotated[int | None, Query(ge=1, description="default: active patrol")] = None,
+    first: Annotated[date | None, Query(alias="from", description="first day")] = None,
+    last: Annotated[date | None, Query(alias="to", description="last day (default today)")] = None,
+    basemap: Basemap = None,
+) -> Response:
+    if (redirect := token_redirect(request)) is not None:
+        return redirect
+    layout_id = layout or await active_layout(conn)
+    if layout_id is None:
+        raise NotFound("no active layout; name one with ?layout=")
+    details = await get_layout(conn, principal.scope, layout_id)
+    last = last or china_today()
+    window = metrics.Window.check(
+        first or last - timedelta(days=6), last, max_days=settings.coverage.max_window_days
+    )
+    updater: CoverageUpdater = request.app.state.coverage
+    summary = await metrics.unit_metrics(
+        conn, updater, principal.scope, layout_id, window, level="county"
+    )
+    page = maps_coverage.CoveragePage(
+        bounds=await scope_bounds(conn, principal.scope),
+        basemap=_basemap(basemap, settings),
+        tianditu_key=settings.map.tianditu_key,
+        path=request.url.path,
+        query=list(request.query_params.multi_items()),
+        layout=details,
+        first=window.first,
+        last=window.last,
+        blind_days=settings.coverage.blind_spot_days,
+        units=summary["units"],
+        note=summary.get("note"),
+    )
+    return _page(maps_coverage.coverage_map(page))
+
+
+@router.get("/maps/track", response_class=HTMLResponse, summary="Track replay of a vehicle/day")
+async def track_page(
+    request: Request,
+    principal: Viewer,
+    conn: Conn,
+    settings: AppSettings,
+    device: Annotated[int, Query(ge=1, description="device id")],
+    day: Annotated[date | None, Query(description="China-local day (default today)")] = None,
+    basemap: Basemap = None,
+) -> Response:
+    if (redirect := token_redirect(request)) is not None:
+        return redirect
+    await device_in_scope(conn, principal.scope, device)  # 404 outside the scope
+    day = day or china_today()
+    t0, t1 = china_day_bounds(day)
+    info = await (
+        await conn.execute(
+            "SELECT id, identifier, plate, name FROM device WHERE id = %s", (device,)
+        )
+    ).fetchone()
+    assert info is not None  # noqa: S101 - device_in_scope found it
+    rows = await (
+        await conn.execute(
+            "SELECT (extract(epoch FROM fix_time) * 1e6)::bigint, lon, lat FROM position "
+            "WHERE device_id = %s AND fix_time >= %s AND fix_time < %s ORDER BY fix_time",
+            (device, t0, t1),
+        )
+    ).fetchall()
+    time_us = np.array([r[0] for r in rows], dtype=np.int64)
+    lon = np.array([r[1] for r in rows], dtype=np.float64)
+    lat = np.array([r[2] for r in rows], dtype=np.float64)
+    s = settings.map
+    stops = detect_stops(
+        time_us, lon, lat, min_duration_s=s.stop_minutes * 60, radius_m=s.stop_radius_m
+    )
+    pad = 0.01
+    bounds = (
+        (
+            float(lon.min()) - pad,
+            float(lat.min()) - pad,
+            float(lon.max()) + pad,
+            float(lat.max()) + pad,
+        )
+        if len(rows)
+        else await scope_bounds(conn, principal.scope)
+    )
+    page = maps_track.TrackPage(
+        bounds=bounds,
+        basemap=_basemap(basemap, settings),
+        tianditu_key=s.tianditu_key,
+        path=request.url.path,
+        query=list(request.query_params.multi_items()),
+        device=dict(zip(("id", "identifier", "plate", "name"), info, strict=True)),
+        day=day,
+        time_us=time_us,
+        lon=lon,
+        lat=lat,
+        stops=stops,
+        stop_minutes=s.stop_minutes,
+        stop_radius_m=s.stop_radius_m,
+    )
+    return _page(maps_track.track_map(page))

@@ -1,0 +1,181 @@
+/* GridPatrol map pages: GCJ-02 display conversion, API calls, and the colour grid map's grid
+ * details.
+ *
+ * The dispatcher's own code is dispatch.js. Every page sets window.GP_CONFIG (map variable
+ * name, basemap datum, endpoints). Data from the API is WGS-84; on a GCJ-02 basemap (AMap) it is converted here for display only, with the same
+ * public formula as gis/crs.py. Nothing here talks to anything but this server.
+ */
+(function () {
+  'use strict';
+
+  var A = 6378245.0;
+  var EE = 0.00669342162296594323;
+  var PI = Math.PI;
+
+  function inChina(lon, lat) {
+    return lon >= 72.004 && lon <= 137.8347 && lat >= 0.8293 && lat <= 55.8271;
+  }
+
+  function delta(lon, lat) {
+    var x = lon - 105.0, y = lat - 35.0, sx = Math.sqrt(Math.abs(x));
+    var dlat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * sx;
+    dlat += (20.0 * Math.sin(6.0 * x * PI) + 20.0 * Math.sin(2.0 * x * PI)) * 2.0 / 3.0;
+    dlat += (20.0 * Math.sin(y * PI) + 40.0 * Math.sin(y / 3.0 * PI)) * 2.0 / 3.0;
+    dlat += (160.0 * Math.sin(y / 12.0 * PI) + 320.0 * Math.sin(y * PI / 30.0)) * 2.0 / 3.0;
+    var dlon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * sx;
+    dlon += (20.0 * Math.sin(6.0 * x * PI) + 20.0 * Math.sin(2.0 * x * PI)) * 2.0 / 3.0;
+    dlon += (20.0 * Math.sin(x * PI) + 40.0 * Math.sin(x / 3.0 * PI)) * 2.0 / 3.0;
+    dlon += (150.0 * Math.sin(x / 12.0 * PI) + 300.0 * Math.sin(x / 30.0 * PI)) * 2.0 / 3.0;
+    var rad = lat / 180.0 * PI;
+    var magic = 1.0 - EE * Math.sin(rad) * Math.sin(rad);
+    var sqrtMagic = Math.sqrt(magic);
+    dlat = (dlat * 180.0) / ((A * (1.0 - EE)) / (magic * sqrtMagic) * PI);
+    dlon = (dlon * 180.0) / (A / sqrtMagic * Math.cos(rad) * PI);
+    return [dlon, dlat];
+  }
+
+  function wgs84ToGcj02(lon, lat) {
+    if (!inChina(lon, lat)) { return [lon, lat]; }
+    var d = delta(lon, lat);
+    return [lon + d[0], lat + d[1]];
+  }
+
+  function gcj02ToWgs84(lon, lat) {
+    var x = lon, y = lat;
+    for (var i = 0; i < 30; i++) {
+      var f = wgs84ToGcj02(x, y);
+      var ex = f[0] - lon, ey = f[1] - lat;
+      x -= ex; y -= ey;
+      if (Math.abs(ex) < 1e-10 && Math.abs(ey) < 1e-10) { break; }
+    }
+    return [x, y];
+  }
+
+  function esc(value) {
+    return String(value === null || value === undefined ? '' : value)
+      .replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+      .replace(/"/g, '&quot;');
+  }
+
+  // Leaflet 1.9 dropped DomEvent.fakeStop, which VectorGrid's canvas renderer still calls.
+  if (window.L && L.DomEvent && !L.DomEvent.fakeStop) {
+    L.DomEvent.fakeStop = function (e) { e._stopped = true; };
+  }
+
+  var GP = window.GP = {
+    wgs84ToGcj02: wgs84ToGcj02,
+    gcj02ToWgs84: gcj02ToWgs84,
+    esc: esc,
+    state: {vehicles: 0, incidents: 0, lastError: null},
+    cfg: function () { return window.GP_CONFIG || {}; },
+    map: function () { return window[GP.cfg().map]; },
+    gcj: function () { return !!GP.cfg().gcj02; },
+    display: function (lon, lat) { return GP.gcj() ? wgs84ToGcj02(lon, lat) : [lon, lat]; },
+    latLng: function (lon, lat) { var p = GP.display(lon, lat); return L.latLng(p[1], p[0]); }
+  };
+
+  GP.displayCoords = function (coords) {
+    if (typeof coords[0] === 'number') {
+      var p = GP.display(coords[0], coords[1]);
+      return [p[0], p[1]].concat(coords.slice(2));
+    }
+    return coords.map(GP.displayCoords);
+  };
+
+  /* A copy of a GeoJSON object in display coordinates (GCJ-02 on AMap). */
+  GP.displayGeoJSON = function (obj) {
+    if (!GP.gcj() || obj === null || typeof obj !== 'object') { return obj; }
+    if (Array.isArray(obj)) { return obj.map(GP.displayGeoJSON); }
+    var out = {};
+    Object.keys(obj).forEach(function (key) {
+      if (key === 'coordinates' && obj.type) {
+        out[key] = GP.displayCoords(obj[key]);
+      } else if (key === 'properties') {
+        out[key] = obj[key];
+      } else {
+        out[key] = GP.displayGeoJSON(obj[key]);
+      }
+    });
+    return out;
+  };
+
+  /* The map's view as a WGS-84 bbox query value, padded by a fifth. */
+  GP.dataBbox = function (map) {
+    var b = map.getBounds().pad(0.2);
+    var sw = [b.getWest(), b.getSouth()], ne = [b.getEast(), b.getNorth()];
+    if (GP.gcj()) { sw = gcj02ToWgs84(sw[0], sw[1]); ne = gcj02ToWgs84(ne[0], ne[1]); }
+    var clamp = function (v, lo, hi) { return Math.max(lo, Math.min(hi, v)).toFixed(5); };
+    return [clamp(sw[0], -180, 180), clamp(sw[1], -90, 90),
+            clamp(ne[0], -180, 180), clamp(ne[1], -90, 90)].join(',');
+  };
+
+  /* fetch() against this server: JSON in and out, the page's token, errors with detail. */
+  GP.api = function (path, options) {
+    var opts = options || {};
+    var headers = {'Accept': 'application/json'};
+    if (GP.cfg().token) { headers.Authorization = 'Bearer ' + GP.cfg().token; }
+    if (opts.body !== undefined) { headers['Content-Type'] = 'application/json'; }
+    return fetch(path, {
+      method: opts.method || 'GET',
+      headers: headers,
+      credentials: 'same-origin',
+      body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined
+    }).then(function (response) {
+      return response.text().then(function (text) {
+        var body = null;
+        try { body = text ? JSON.parse(text) : null; } catch (e) { body = {detail: text}; }
+        if (!response.ok) {
+          var err = new Error((body && body.detail) || response.statusText);
+          err.status = response.status;
+          err.body = body;
+          throw err;
+        }
+        return body;
+      });
+    });
+  };
+
+  /* ---- colour grid map ------------------------------------------------------------------ */
+  GP.coverageColour = function (pct) {
+    var classes = GP.cfg().coverageClasses || [];
+    var colour = classes.length ? classes[0][1] : '#67000d';
+    classes.forEach(function (c) { if (pct >= c[0]) { colour = c[1]; } });
+    return colour;
+  };
+
+  GP.coverageStyle = function (p) {
+    return {fill: true, fillColor: GP.coverageColour(p.coverage_pct || 0), fillOpacity: 0.7,
+            color: '#444444', weight: 0.6, opacity: 0.8};
+  };
+
+  GP.gridPopup = function (p) {
+    var rows = [
+      ['网格 Grid', p.code], ['村 Village', (p.village_name || '') + ' ' + p.village_code],
+      ['覆盖率 Coverage', p.coverage_pct + ' %'], ['巡逻次数 Visits', p.visits],
+      ['盲区 Blind cells', p.blind_cells + ' / ' + p.cells], ['里程 km', p.patrol_km],
+      ['停留 Hours', p.dwell_h], ['最近巡逻 Last patrol', p.last_patrol || '–']
+    ];
+    return '<table class="gp-table">' + rows.map(function (r) {
+      return '<tr><th>' + r[0] + '</th><td>' + esc(r[1]) + '</td></tr>';
+    }).join('') + '</table>';
+  };
+
+  GP.onGridClick = function (e) {
+    var p = e.layer.properties;
+    var map = GP.map();
+    var cfg = GP.cfg();
+    L.popup().setLatLng(e.latlng).setContent(GP.gridPopup(p)).openOn(map);
+    if (!GP.blindLayer) { GP.blindLayer = L.featureGroup().addTo(map); }
+    GP.blindLayer.clearLayers();
+    if (!p.blind_cells) { return Promise.resolve(); }
+    var url = '/api/v1/coverage/blind-spots?grid=' + p.code + '&layout=' + cfg.layout +
+      '&end=' + cfg.to + '&days=' + cfg.blindDays;
+    return GP.api(url).then(function (fc) {
+      L.geoJSON(GP.displayGeoJSON(fc), {
+        style: {color: '#b10026', weight: 1, fillColor: '#b10026', fillOpacity: 0.55,
+                className: 'gp-blind'},
+        interactive: false
+      }).addTo(GP.blindLayer);
+    }).catch(function (err) { GP.state.lastError = err.message; });
+  };
+}());
