@@ -1,0 +1,295 @@
+"""The PDF report, A4 portrait pages (210 × 297 mm) that print as they are.
+
+Page 1: the colour grid map (geopandas choropleth of the chosen level, blind spots on top,
+legend in Chinese and English) with the report's facts. Page 2: the charts. Then the tables
+per level and the ranking, paginated with repeated bilingual headers, and response times when
+dispatch provides them. Very long tables stop after ``MAX_TABLE_ROWS`` with a note (the XLSX
+and CSV hold every row).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+from matplotlib.patches import Patch, Rectangle
+
+from api.reports import charts, labels, response_times
+from api.reports.data import ReportData
+from api.reports.fonts import cjk_style
+
+A4_INCHES = (210 / 25.4, 297 / 25.4)
+ROWS_PER_PAGE = 50
+MAX_TABLE_ROWS = 2500  # 50 pages; beyond that a table belongs in a spreadsheet
+LEFT, RIGHT = 0.06, 0.94
+NUMERIC = {"int", "float1", "float3", "pct"}
+
+PDF_UNIT_COLUMNS = (
+    ("code", 1.5),
+    ("name_zh", 1.9),
+    ("coverage_pct", 0.8),
+    ("patrol_km", 0.9),
+    ("dwell_h", 0.8),
+    ("visits", 0.7),
+    ("revisit_mean_h", 0.9),
+    ("last_patrol_age_h", 0.8),
+    ("blind_pct", 0.8),
+    ("vehicles", 0.7),
+)
+PDF_RANKING_COLUMNS = (
+    ("rank", 0.5),
+    ("verdict", 1.0),
+    ("identifier", 2.0),
+    ("km", 0.8),
+    ("hours", 0.7),
+    ("own_coverage_pct", 0.9),
+    ("inside_share_pct", 0.9),
+    ("part_own_coverage", 0.75),
+    ("part_km", 0.75),
+    ("part_hours", 0.75),
+    ("part_inside_share", 0.75),
+    ("score", 0.7),
+)
+
+PDF_RESPONSE_COLUMNS = (
+    ("code", 1.5),
+    ("name_zh", 1.9),
+    ("incidents", 0.8),
+    ("arrived", 0.8),
+    ("to_dispatch_median_min", 1.0),
+    ("to_arrive_median_min", 1.0),
+    ("to_arrive_p90_min", 1.0),
+    ("travel_median_min", 1.0),
+)
+
+
+class Pages:
+    """A PdfPages with a page counter and a common footer."""
+
+    def __init__(self, pdf: PdfPages, footer: str) -> None:
+        self.pdf, self.footer, self.count = pdf, footer, 0
+
+    def new(self) -> Figure:
+        return Figure(figsize=A4_INCHES)
+
+    def save(self, fig: Figure) -> None:
+        self.count += 1
+        fig.text(LEFT, 0.02, self.footer, fontsize=6.5, color="#666666")
+        fig.text(RIGHT, 0.02, f"第 {self.count} 页 page {self.count}", fontsize=6.5, ha="right")
+        self.pdf.savefig(fig)
+
+
+def render_pdf(data: ReportData) -> bytes:
+    """The report as PDF bytes (A4 portrait)."""
+    buffer = io.BytesIO()
+    metadata = {
+        "Title": data.title,
+        "Author": "GridPatrol",
+        "Subject": f"{data.layout['name']} · {labels.level_label(data.level)}",
+        "CreationDate": datetime.now().astimezone(),
+    }
+    with cjk_style(), PdfPages(buffer, metadata=metadata) as pdf:
+        pages = Pages(pdf, f"GridPatrol · {data.title}")
+        _map_page(pages, data)
+        _chart_page(pages, data)
+        for level, frame in data.levels.items():
+            title = f"各{labels.LEVEL_ZH[level]}覆盖 Coverage per {level}"
+            _table_pages(pages, title, frame, _columns(labels.UNIT_COLUMNS, PDF_UNIT_COLUMNS))
+        rule = " + ".join(f"{w:g}×{k}" for k, w in data.weights.items())
+        rule = (
+            f"得分 Score = {rule} · 前 top {data.award_share:.0%} 嘉奖 award · "
+            f"后 bottom {data.flag_share:.0%} 待改进 flagged"
+        )
+        _table_pages(
+            pages,
+            "车辆排名 Vehicle ranking",
+            data.ranking,
+            _columns(labels.RANKING_COLUMNS, PDF_RANKING_COLUMNS),
+            subtitle=rule,
+        )
+        times = data.response_times
+        by_key = {c.key: c for c in response_times.columns(times)}
+        columns = [(by_key[k], w) for k, w in PDF_RESPONSE_COLUMNS if k in by_key]
+        _table_pages(pages, "响应时间 Response times", times, columns)
+    return buffer.getvalue()
+
+
+def _columns(
+    spec: Sequence[labels.Column], chosen: Sequence[tuple[str, float]]
+) -> list[tuple[labels.Column, float]]:
+    by_key = {c.key: c for c in spec}
+    return [(by_key[key], width) for key, width in chosen]
+
+
+def _map_page(pages: Pages, data: ReportData) -> None:
+    fig = pages.new()
+    fig.text(LEFT, 0.965, data.title, fontsize=13)
+    lines = [
+        f"网格方案 Layout: {data.layout['name']} (#{data.layout['id']})",
+        f"层级 Level: {labels.level_label(data.level)} · 单位 units: {len(data.units):,}",
+        "数据范围 Scope: " + ", ".join(f"{c} {n}" for c, n in data.scope),
+        (
+            f"盲区 Blind spots: {data.blind.cells:,} / {data.blind.total_cells:,} 单元 cells "
+            f"({data.blind.first} – {data.blind.last})"
+        ),
+        f"生成 Generated: {data.generated_at:%Y-%m-%d %H:%M} (UTC+8)",
+    ]
+    for i, line in enumerate(lines):
+        fig.text(LEFT, 0.94 - i * 0.017, line, fontsize=8)
+    y = 0.94 - len(lines) * 0.017 - 0.01
+    if data.empty:
+        fig.text(
+            LEFT,
+            y,
+            "窗口内无巡逻数据，各单位覆盖率均为 0 %。 No patrol data in this window: "
+            "every unit shows 0 % coverage.",
+            fontsize=9,
+            color="#9c5700",
+        )
+    ax = fig.add_axes((LEFT, 0.17, RIGHT - LEFT, 0.66))
+    ax.set_axis_off()
+    ax.set_title("网格彩图 Colour grid map", fontsize=11)
+    units = data.units_map
+    if len(units):
+        width = 0.1 if data.level == "grid" else 0.3
+        colours = [labels.COVERAGE_CLASSES[k].colour for k in units["klass"]]
+        units.plot(ax=ax, color=colours, edgecolor="#333333", linewidth=width)
+        synthetic = units[units["synthetic"]]
+        if len(synthetic):
+            synthetic.boundary.plot(ax=ax, color="#333333", linewidth=width, linestyle="--")
+        blind = data.blind.frame()
+        if len(blind):
+            # hatched, so the coverage colours stay readable (and it prints in grey)
+            blind.plot(
+                ax=ax,
+                facecolor="none",
+                edgecolor=labels.BLIND_COLOUR,
+                hatch="//////",
+                linewidth=0,
+            )
+    else:
+        ax.text(0.5, 0.5, "范围内无单位 No units in scope", ha="center", transform=ax.transAxes)
+    handles = [
+        Patch(facecolor=k.colour, edgecolor="#333333", label=k.label)
+        for k in labels.COVERAGE_CLASSES
+    ]
+    days = data.blind.days
+    handles.append(
+        Patch(
+            facecolor="white",
+            edgecolor=labels.BLIND_COLOUR,
+            hatch="//////",
+            label=f"{labels.BLIND_LABEL_ZH.format(days=days)} "
+            f"{labels.BLIND_LABEL_EN.format(days=days)}",
+        )
+    )
+    if data.synthetic:
+        handles.append(
+            Patch(
+                facecolor="white",
+                edgecolor="#333333",
+                linestyle="--",
+                label=f"{labels.SYNTHETIC_ZH} · {labels.SYNTHETIC_EN}",
+            )
+        )
+    fig.legend(
+        handles=handles,
+        title=labels.LEGEND_TITLE,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.045),
+        ncol=2,
+        fontsize=7,
+        title_fontsize=8,
+        frameon=False,
+    )
+    pages.save(fig)
+
+
+def _chart_page(pages: Pages, data: ReportData) -> None:
+    fig = Figure(figsize=A4_INCHES, layout=ConstrainedLayoutEngine(rect=(0, 0.04, 1, 0.95)))
+    grid = fig.add_gridspec(2, 1, height_ratios=[1, 2.2])
+    top, bottom = fig.add_subfigure(grid[0]), fig.add_subfigure(grid[1])
+    charts.coverage_histogram(data.distribution, level=data.level, into=top)
+    charts.daily_km(data.daily_km, into=bottom)
+    pages.save(fig)
+
+
+def _table_pages(
+    pages: Pages,
+    title: str,
+    frame: pd.DataFrame,
+    columns: Sequence[tuple[labels.Column, float]],
+    *,
+    subtitle: str | None = None,
+) -> None:
+    """A table over as many pages as it needs (at most ``MAX_TABLE_ROWS`` rows)."""
+    total = len(frame)
+    shown = frame.head(MAX_TABLE_ROWS)
+    scale = (RIGHT - LEFT) / sum(w for _, w in columns)
+    edges = [LEFT]
+    for _, w in columns:
+        edges.append(edges[-1] + w * scale)
+    records = shown.to_dict("records")
+    for start in range(0, max(len(records), 1), ROWS_PER_PAGE):
+        chunk = records[start : start + ROWS_PER_PAGE]
+        fig = pages.new()
+        span = f"{start + 1}–{start + len(chunk)} / {total:,}" if total else "0"
+        fig.text(LEFT, 0.965, f"{title}  ({span})", fontsize=11)
+        y = 0.945
+        if subtitle:
+            fig.text(LEFT, y, subtitle, fontsize=6.5, color="#444444")
+            y -= 0.015
+        if total > MAX_TABLE_ROWS and start == 0:
+            fig.text(
+                LEFT,
+                y,
+                f"仅列前 {MAX_TABLE_ROWS:,} 行，完整数据见 XLSX/CSV · first "
+                f"{MAX_TABLE_ROWS:,} rows; the XLSX and CSV hold all {total:,}",
+                fontsize=7,
+                color="#9c5700",
+            )
+            y -= 0.015
+        for (column, _), x0, x1 in zip(columns, edges[:-1], edges[1:], strict=True):
+            numeric = column.kind in NUMERIC
+            x, ha = (x1 - 0.004, "right") if numeric else (x0 + 0.002, "left")
+            fig.text(x, y, column.zh, fontsize=6.5, ha=ha)
+            fig.text(x, y - 0.012, column.en, fontsize=5.5, ha=ha, color="#444444")
+        y -= 0.02
+        fig.add_artist(Rectangle((LEFT, y), RIGHT - LEFT, 0.0008, color="#555555"))
+        step = min(0.0165, (y - 0.05) / ROWS_PER_PAGE)
+        if not chunk:
+            fig.text(LEFT, y - step, "无数据 No rows", fontsize=8)
+        for i, record in enumerate(chunk):
+            row_y = y - (i + 1) * step
+            if i % 2:
+                fig.add_artist(
+                    Rectangle((LEFT, row_y - 0.3 * step), RIGHT - LEFT, step, color="#f2f4f6")
+                )
+            for (column, _), x0, x1 in zip(columns, edges[:-1], edges[1:], strict=True):
+                text = _fit(labels.cell_text(record[column.key], column.kind), x1 - x0)
+                numeric = column.kind in NUMERIC
+                x, ha = (x1 - 0.004, "right") if numeric else (x0 + 0.002, "left")
+                colour = (
+                    labels.VERDICT_COLOUR.get(str(record[column.key]), "#222222")
+                    if (column.kind == "verdict")
+                    else "#222222"
+                )
+                fig.text(x, row_y, text, fontsize=6.3, ha=ha, color=colour)
+        pages.save(fig)
+
+
+def _fit(text: str, width: float) -> str:
+    """Cut text to a column's width (≈ characters per page width at 6.3 pt, CJK double)."""
+    room = int(width * 150)
+    used, out = 0, list[str]()
+    for ch in text:
+        used += 2 if ord(ch) > 0x2E80 else 1
+        if used > room:
+            return "".join(out) + "…"
+        out.append(ch)
+    return text
