@@ -11,10 +11,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool
 
-from api import __version__
-from api.auth import TokenStore
+from api import __version__, layout_ops
+from api.auth import SYSTEM, TokenStore
 from api.coverage.update import CoverageUpdater
 from api.db import database_url
+from api.dispatch.escalation import DispatchTicker
 from api.errors import install_handlers
 from api.ingest import partitions
 from api.ingest.store import Ingestor
@@ -24,20 +25,74 @@ from api.protocols.osmand_server import OsmAndServer
 from api.ratelimit import RateLimiter
 from api.routers import (
     admin_areas,
+    collections,
     coverage,
     devices,
     grids,
     health,
+    incidents,
     jt808,
+    maps,
     pages,
     positions,
+    redraw,
+    reports,
     users,
 )
 from api.settings import Settings, get_settings
 from api.tasks import Periodic
+from tiles import router as tile_routes
 
 log = logging.getLogger("gridpatrol")
 STATIC = Path(__file__).parent / "static"
+
+
+def _pool(url: str, settings: Settings) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        url,
+        min_size=settings.db.pool_min,
+        max_size=settings.db.pool_max,
+        kwargs={
+            "autocommit": True,
+            "options": f"-c statement_timeout={settings.db.statement_timeout_ms}",
+        },
+        open=False,
+        name="gridpatrol",
+    )
+
+
+def _start_periodic(app: FastAPI, settings: Settings, pool: AsyncConnectionPool) -> Periodic:
+    """Background jobs: partitions ahead, coverage upkeep, scheduled layout switches."""
+    periodic = Periodic()
+    updater = CoverageUpdater(settings.coverage)
+    app.state.coverage = updater
+
+    async def partitions_ahead() -> None:
+        async with pool.connection() as conn:
+            await partitions.ensure_ahead(
+                conn, behind=1, ahead=settings.ingest.partitions_ahead_days
+            )
+
+    async def coverage_update() -> None:
+        async with pool.connection() as conn:
+            await updater.run(conn, max_steps=20)  # bounded; the rest next time
+
+    async def scheduled_layouts() -> None:
+        async with pool.connection() as conn:
+            await layout_ops.activate_due(conn, SYSTEM)
+
+    periodic.start("partitions", 3600.0, partitions_ahead)
+    periodic.start("coverage", settings.coverage.update_interval_s, coverage_update)
+    periodic.start("layouts", 60.0, scheduled_layouts)
+    ticker = DispatchTicker(settings.dispatch)
+    app.state.dispatch = ticker
+
+    async def dispatch_tick() -> None:  # escalation (网格预警 → 吹哨 → 报到) and the webhook
+        async with pool.connection() as conn:
+            await ticker.tick(conn)
+
+    periodic.start("dispatch", settings.dispatch.tick_s, dispatch_tick)
+    return periodic
 
 
 def create_app(settings: Settings | None = None, *, database: str | None = None) -> FastAPI:
@@ -47,17 +102,7 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            url,
-            min_size=settings.db.pool_min,
-            max_size=settings.db.pool_max,
-            kwargs={
-                "autocommit": True,
-                "options": f"-c statement_timeout={settings.db.statement_timeout_ms}",
-            },
-            open=False,
-            name="gridpatrol",
-        )
+        pool = _pool(url, settings)
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
         app.state.tokens = TokenStore(pool, ttl=settings.api.token_cache_seconds)
@@ -65,23 +110,7 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
         writer = GroupWriter(url, ingestor, max_batch=settings.ingest.writer_max_batch)
         app.state.ingestor, app.state.writer = ingestor, writer
         await writer.start()
-        periodic = Periodic()
-
-        async def partitions_ahead() -> None:
-            async with pool.connection() as conn:
-                await partitions.ensure_ahead(
-                    conn, behind=1, ahead=settings.ingest.partitions_ahead_days
-                )
-
-        periodic.start("partitions", 3600.0, partitions_ahead)
-        updater = CoverageUpdater(settings.coverage)
-        app.state.coverage = updater
-
-        async def coverage_update() -> None:
-            async with pool.connection() as conn:
-                await updater.run(conn, max_steps=20)  # bounded; the rest next time
-
-        periodic.start("coverage", settings.coverage.update_interval_s, coverage_update)
+        periodic = _start_periodic(app, settings, pool)
         osmand = OsmAndServer(settings.osmand, writer) if settings.osmand.enabled else None
         app.state.osmand = osmand
         if osmand is not None:
@@ -110,8 +139,25 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
     app.state.settings = settings
     app.state.login_limiter = RateLimiter(rate=0.5, burst=10)
     install_handlers(app)
-    routers = (health, admin_areas, users, devices, positions, grids, coverage, jt808, pages)
+    routers = (
+        health,
+        admin_areas,
+        users,
+        devices,
+        positions,
+        grids,
+        redraw,
+        coverage,
+        incidents,
+        jt808,
+        pages,
+        reports,
+    )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(redraw.alerts)
+    app.include_router(tile_routes.router)
+    app.include_router(collections.router)
+    app.include_router(maps.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

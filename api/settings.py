@@ -135,6 +135,52 @@ class CoverageSettings(BaseSettings):
     flag_share: float = Field(default=0.1, ge=0, lt=1, description="share flagged at the bottom")
 
 
+class DispatchSettings(BaseSettings):
+    """Incidents and nearest-responder dispatch (``GRIDPATROL_DISPATCH_…``)."""
+
+    model_config = _config("GRIDPATROL_DISPATCH_")
+
+    max_age_s: float = Field(default=300.0, gt=0, description="older last fix = stale")
+    offline_after_s: float = Field(default=3600.0, gt=0, description="no fix this long = offline")
+    speeds_kmh: dict[str, float] = Field(
+        default_factory=lambda: {"urban": 30.0, "rural": 50.0},
+        description="vehicle speed per terrain class of the incident (JSON)",
+    )
+    worker_kmh: float = Field(default=25.0, gt=0, description="grid worker speed")
+    detour: float = Field(default=1.3, ge=1, description="road ÷ straight distance")
+    offroad_kmh: float = Field(default=15.0, gt=0, description="to and from the road network")
+    max_eta_s: float = Field(default=7200.0, gt=0, description="slower responders: too_far")
+    prefilter: int = Field(default=4, ge=1, le=50, description="KNN short list = k × this")
+    max_excluded: int = Field(default=20, ge=0, description="excluded responders listed")
+    escalate_after_s: float = Field(default=300.0, gt=0, description="T: no acceptance → widen")
+    tick_s: float = Field(default=10.0, gt=0, description="escalation and webhook period")
+    arrival_radius_m: float = Field(default=200.0, gt=0, description="a fix this close arrives")
+    max_outside_km: float = Field(default=50.0, ge=0, description="beyond every village: 422")
+    road_margin_m: float = Field(default=5000.0, ge=0, description="routing box around points")
+    road_snap_m: float = Field(default=5000.0, gt=0, description="incident to its road node")
+    track_interval_s: int = Field(default=5, ge=1, le=3600, description="808 rate while assigned")
+    track_duration_s: int = Field(default=7200, ge=60, description="808 fast-rate window")
+    webhook_url: str | None = Field(default=None, description="POST notifications here (JSON)")
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1)
+
+
+class MapSettings(BaseSettings):
+    """Map pages and vector tiles (``GRIDPATROL_MAP_…``); public tiles: ``GRIDPATROL_API_…``."""
+
+    model_config = _config("GRIDPATROL_MAP_")
+
+    basemap: Literal["osm", "tianditu", "amap"] = Field(
+        default="osm", description="basemap a page opens with"
+    )
+    tianditu_key: str | None = Field(default=None, description="天地图 key (tk); none = no 天地图")
+    vehicle_refresh_s: float = Field(default=5.0, ge=1, description="live map refresh period")
+    vehicle_fresh_s: float = Field(default=300.0, gt=0, description="newer last fix = live")
+    vehicle_offline_s: float = Field(default=3600.0, gt=0, description="older last fix = offline")
+    stop_minutes: float = Field(default=5.0, gt=0, description="track replay: a stop lasts this")
+    stop_radius_m: float = Field(default=50.0, gt=0, description="… within this radius")
+
+
 @dataclass
 class Settings:
     """All settings of one process: from the environment, or built with overrides in tests."""
@@ -145,6 +191,8 @@ class Settings:
     osmand: OsmAndSettings = field(default_factory=OsmAndSettings)
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     jt808: Jt808Settings = field(default_factory=Jt808Settings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    map: MapSettings = field(default_factory=MapSettings)
 
 
 def get_settings() -> Settings:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages GridPatrol needs, only when something is missing.
-#   tools/ensure-system.sh          PostgreSQL 15 + PostGIS 3 + pgRouting, python3-venv
-#   tools/ensure-system.sh test     … plus headless Chromium and a CJK font for browser tests
+#   tools/ensure-system.sh          PostgreSQL 15 + PostGIS 3 + pgRouting, python3-venv, and a CJK
+#                                   font (fonts-wqy-microhei) for the charts and PDF reports
+#   tools/ensure-system.sh test     … plus headless Chromium for browser tests
 # As root it runs apt-get update once, then apt-get install; otherwise it prints the command.
 set -euo pipefail
-want=(postgresql-15-postgis-3 postgresql-15-pgrouting osmium-tool)
+want=(postgresql-15-postgis-3 postgresql-15-pgrouting osmium-tool fonts-wqy-microhei)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then want+=(python3-venv); fi
-if [ "${1:-}" = "test" ]; then want+=(chromium fonts-wqy-microhei); fi
+if [ "${1:-}" = "test" ]; then want+=(chromium); fi
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

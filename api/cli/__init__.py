@@ -11,8 +11,11 @@ from api.cli import (
     demo,
     devices,
     grids,
+    incidents,
     ingest,
     jt808,
+    reports,
+    roads,
     serve,
     simulate,
     users,
@@ -35,6 +38,8 @@ app.add_typer(grids.alerts_app, name="alerts", help="Alert points (报警点): i
 app.add_typer(coverage.app, name="coverage", help="Coverage per grid: update, show, ranking.")
 app.add_typer(devices.app, name="devices", help="Register GPS devices (车载终端), list them.")
 app.add_typer(jt808.app, name="jt808", help="JT/T 808 terminals: send commands, stats, reset.")
+app.add_typer(incidents.app, name="incidents", help="Incidents: simulate, list, response times.")
+app.add_typer(roads.app, name="roads", help="Road graphs for road ETAs: import OSM, list.")
 app.command("ingest", help="Store a track file (gridpatrol ingest FILE), or show 'stats'.")(
     ingest.ingest
 )
@@ -47,6 +52,9 @@ app.command("simulate", help="Simulate 草原110 patrol vehicles and send their 
 )
 app.command("replay", help="Replay a real track file (e.g. the bus AVL CSV) in time order.")(
     simulate.replay
+)
+app.command("report", help="Coverage report: colour grid map, tables, charts, ranking (file).")(
+    reports.report
 )
 app.command("settings", help="Print the effective settings (secrets hidden).")(serve.show_settings)
 

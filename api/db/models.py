@@ -64,6 +64,14 @@ SQL_OWNED_TABLES = frozenset(
         "device_day",
         "grid_visit",
         "grid_visit_day",
+        "grid_lineage",
+        "incident",
+        "dispatch",
+        "incident_event",
+        "notification",
+        "road_dataset",
+        "road_node",
+        "road_edge",
     }
 )
 
