@@ -143,11 +143,16 @@ def run(
             typer.echo("database stopped")
 
 
+SECRET_KEYS = frozenset({"url", "tianditu_key", "webhook_url"})
+
+
 def show_settings() -> None:
+    """Every settings group with its environment prefix; secrets (URLs, keys) hidden."""
     settings = get_settings()
-    for group in ("db", "api"):
-        values = getattr(settings, group).model_dump()
-        for key, value in values.items():
-            shown = "***" if key in ("url",) and value else value
-            typer.echo(f"{group}.{key} = {shown}")
+    for group, values in vars(settings).items():
+        prefix = values.model_config.get("env_prefix", "")
+        typer.echo(f"[{group}]  {prefix}…")
+        for key, value in values.model_dump(mode="json").items():
+            shown = "***" if key in SECRET_KEYS and value else value
+            typer.echo(f"  {key} = {shown}")
     typer.echo(f"cwd = {Path.cwd()}")
