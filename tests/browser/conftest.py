@@ -2,10 +2,10 @@
 teardown), Debian's chromium driven by Playwright (never a downloaded browser), every request
 that does not go to the local server blocked — basemap tiles fail, our features must not.
 
-Scene: a fleet patrolling a township of 苏尼特左旗 (152523), where no other test puts vehicles, whose
-fixes end seconds ago, so the dispatcher sees live vehicles. All set-up that runs asyncio
-happens in fixtures of module or session scope, before the (function-scoped) browser starts:
-Playwright's sync API keeps an event loop running in the test's thread.
+Scene: a fleet patrolling a township of 苏尼特左旗 (152523), where no other test puts
+vehicles, whose fixes end seconds ago, so the dispatcher sees live vehicles. All set-up that
+runs asyncio happens in fixtures of module or session scope, before the (function-scoped)
+browser starts: Playwright's sync API keeps an event loop running in the test's thread.
 """
 
 from __future__ import annotations
