@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
 from typer.main import get_command
 from typer.testing import CliRunner
 
@@ -67,3 +69,24 @@ def test_settings_command_prints_every_group_and_hides_secrets(
         assert f"[{group}]  {values.model_config.get('env_prefix')}" in out
     assert "secret" not in out
     assert "webhook_url = ***" in out
+
+
+def test_every_address_in_the_readme_is_served(client: TestClient) -> None:
+    """Paths the README names (``/api/…``, ``/maps/…``, ``/tiles/…``, ``/collections…``,
+    ``/reports/…``) match a route of the app."""
+    patterns = [
+        re.compile(re.sub(r"\{[^}]+\}", "[^/]+", str(context.path)) + "$")
+        for context in iter_route_contexts(client.app.routes)  # type: ignore[attr-defined]
+    ]
+    named = re.findall(
+        r"`(?:(?:GET|POST|PUT|PATCH|DELETE) )?(/(?:api|maps|tiles|collections|reports)"
+        r"[^`\s…]*)`",
+        README,
+    )
+    assert len(named) > 20
+    unserved = []
+    for path in named:
+        bare = re.sub(r"\{[^}]+\}", "x", path.split("?")[0])
+        if not any(p.match(bare) for p in patterns):
+            unserved.append(path)
+    assert unserved == []
