@@ -21,6 +21,7 @@ from api.auth import Principal
 from api.errors import Conflict, Unprocessable
 from api.geo import fetch_frame
 from api.layouts import activate_layout, area_prefix, check_overlap, get_layout
+from api.progress import NullProgress, Progress
 from api.redraw import lock_draft, village_geom, village_grids, write_village
 from api.scope import Scope
 from gis.boundaries import BoundaryError, geojson_declares_crs, to_wgs84
@@ -53,10 +54,13 @@ async def layout_frames(
     return grids, villages
 
 
-async def check(conn: AsyncConnection[Any], scope: Scope, layout_id: int) -> Report:
+async def check(
+    conn: AsyncConnection[Any], scope: Scope, layout_id: int, *, progress: Progress | None = None
+) -> Report:
     layout = await get_layout(conn, scope, layout_id)
     grids, villages = await layout_frames(conn, layout)
-    return validate(grids, villages)
+    task = (progress or NullProgress()).task("校验 validate", grids["village_code"].nunique())
+    return validate(grids, villages, on_village=lambda _code: task.advance())
 
 
 async def diff(
@@ -126,6 +130,7 @@ async def activate(
     *,
     version: int | None,
     effective_from: datetime | None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Validate, then switch: the active layout of the area retires; lineage records how the
     new grids descend from the old ones. A future ``effective_from`` schedules the switch."""
@@ -137,7 +142,7 @@ async def activate(
                 current_version=layout["version"],
             )
         await check_overlap(conn, layout)
-        report = await check(conn, actor.scope, layout_id)
+        report = await check(conn, actor.scope, layout_id, progress=progress)
         if not report.valid:
             raise Conflict(
                 f"layout {layout_id} does not validate ({len(report.violations)} problems)",
@@ -193,6 +198,22 @@ async def record_lineage(conn: AsyncConnection[Any], layout_id: int, from_layout
         """,
         {"new": layout_id, "old": from_layout},
     )
+
+
+async def lineage(conn: AsyncConnection[Any], scope: Scope, layout_id: int) -> list[dict[str, Any]]:
+    """How the layout's grids descend from the layout it replaced (old code → new code)."""
+    await get_layout(conn, scope, layout_id)
+    rows = await (
+        await conn.execute(
+            "SELECT from_layout, old_code, new_code, area_share FROM grid_lineage "
+            "WHERE layout_id = %s ORDER BY old_code, new_code",
+            (layout_id,),
+        )
+    ).fetchall()
+    return [
+        {"from_layout": r[0], "old_code": r[1], "new_code": r[2], "area_share": round(r[3], 6)}
+        for r in rows
+    ]
 
 
 async def rollback(conn: AsyncConnection[Any], actor: Principal, layout_id: int) -> dict[str, Any]:
@@ -274,6 +295,8 @@ async def replace_from_file(
     layout_id: int,
     version: int,
     upload: gpd.GeoDataFrame,
+    *,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Replace the grids of every village the file touches by the file's grids (codes from the
     file); refused as a whole — with the offending geometries — unless each village validates."""
@@ -299,6 +322,7 @@ async def replace_from_file(
                     "features": [p.feature() for p in problems],
                 },
             )
+        task = (progress or NullProgress()).task("替换 replace", len(villages))
         for v in villages:
             before = await village_grids(conn, layout_id, v)
             mine = upload[upload["village_code"] == v][["code", "village_code", "geometry"]]
@@ -311,6 +335,7 @@ async def replace_from_file(
                 layout["resolution"],
                 boundaries.set_index("code").geometry[v],
             )
+            task.advance()
         row = await (
             await conn.execute(
                 "UPDATE grid_layout SET version = version + 1 WHERE id = %s RETURNING version",

@@ -208,6 +208,14 @@ async def write_village(
     old_ids = dict(zip(before["code"], before["id"], strict=True))
     gone = [int(old_ids[c]) for c in set(before["code"]) - set(after["code"])]
     if gone:
+        # grid_cell and grid_visit name grids without a foreign key: clear them first, or a
+        # merged-away grid's cells would collide with the survivor's on (layout, h3)
+        await conn.execute(
+            "DELETE FROM grid_cell WHERE layout_id = %s AND grid_id = ANY(%s)", (layout_id, gone)
+        )
+        await conn.execute(
+            "DELETE FROM grid_visit WHERE layout_id = %s AND grid_id = ANY(%s)", (layout_id, gone)
+        )
         await conn.execute("DELETE FROM grid WHERE id = ANY(%s)", (gone,))
     survivors = after[after["code"].isin(old_ids)]
     if len(survivors):

@@ -10,6 +10,7 @@ measured in the village's UTM zone; the tolerance is relative to the village are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +90,11 @@ def _local(
     crs = utm_crs(centre.x, centre.y)
     dense = shapely.segmentize(np.array([village, *geoms], dtype=object), DENSIFY_DEG)
     series = gpd.GeoSeries(list(dense), crs="EPSG:4326").to_crs(crs)
-    return list(series.iloc[1:]), series.iloc[0], crs
+    # the inputs were checked valid in lon/lat; a sliver thinner than the projection's rounding
+    # can turn invalid in metres, which only the overlay operations below would notice (GEOS
+    # refuses them), so repair it here
+    local = [g if g.is_valid else shapely.make_valid(g) for g in series]
+    return local[1:], local[0], crs
 
 
 def _back(geom: BaseGeometry, crs: Any) -> BaseGeometry:
@@ -261,9 +266,12 @@ def validate(
     *,
     bounds: Bounds | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    on_village: Callable[[str], None] | None = None,
 ) -> Report:
     """Validate a layout: ``grids`` (code, village_code, geometry[, households, worker_id]) and
-    the villages they cut (``code``, geometry), both EPSG:4326."""
+    the villages they cut (``code``, geometry), both EPSG:4326.
+
+    ``on_village`` is called with each village's code once it is checked (progress bars)."""
     report = Report(check_codes(grids))
     by_code = dict(zip(villages["code"], villages.geometry, strict=True))
     for village_code, group in grids.groupby("village_code", sort=True):
@@ -281,6 +289,8 @@ def validate(
         report.violations += check_village(
             str(village_code), village, group, bounds=bounds, tolerance=tolerance
         )
+        if on_village is not None:
+            on_village(str(village_code))
     missing = sorted(set(by_code) - set(grids["village_code"]))
     report.violations += [
         Violation("gap", (), f"village {code} has no grids at all", by_code[code])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from api.cli import (
+    archive,
     boundaries,
     coverage,
     db,
@@ -14,6 +15,7 @@ from api.cli import (
     incidents,
     ingest,
     jt808,
+    layouts,
     reports,
     roads,
     serve,
@@ -33,6 +35,9 @@ app.add_typer(users.app, name="users", help="Users, roles, data scopes and token
 app.add_typer(demo.app, name="demo", help="Xilingol League demo data.")
 app.add_typer(boundaries.app, name="boundaries", help="Import admin-area boundary files.")
 app.add_typer(grids.grids_app, name="grids", help="Grid layouts: make, list, activate, assign.")
+app.add_typer(
+    layouts.app, name="layouts", help="规划调整 Redraw layouts: clone, validate, diff, activate…"
+)
 app.add_typer(grids.staff_app, name="staff", help="Grid workers, leaders, informants.")
 app.add_typer(grids.alerts_app, name="alerts", help="Alert points (报警点): import, siting.")
 app.add_typer(coverage.app, name="coverage", help="Coverage per grid: update, show, ranking.")
@@ -57,6 +62,9 @@ app.command("report", help="Coverage report: colour grid map, tables, charts, ra
     reports.report
 )
 app.command("settings", help="Print the effective settings (secrets hidden).")(serve.show_settings)
+app.command("archive", help="Archive old position days to GeoParquet; apply retention.")(
+    archive.archive
+)
 
 
 def main() -> None:

@@ -13,17 +13,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from psycopg import AsyncConnection, sql
 
-from api.auth import Dispatcher, Viewer, bearer_token
+from api.auth import Dispatcher, Planner, Viewer, bearer_token
 from api.coverage import metrics
 from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
 from api.errors import NotFound
-from api.layouts import active_layout, get_layout
+from api.layouts import active_layout, get_layout, list_layouts
 from api.positions import device_in_scope
 from api.routers.pages import token_redirect
 from api.scope import Scope
 from api.settings import Settings
-from gis import maps_coverage, maps_dispatch, maps_track
+from gis import maps_coverage, maps_dispatch, maps_planner, maps_track
 from gis.stops import detect_stops
 from tiles.service import china_day_bounds, china_today
 
@@ -189,3 +189,53 @@ async def track_page(
         stop_radius_m=s.stop_radius_m,
     )
     return _page(maps_track.track_map(page))
+
+
+async def layout_bounds(
+    conn: AsyncConnection[Any], scope: Scope, layout_id: int
+) -> tuple[float, float, float, float]:
+    """(west, south, east, north) of the layout's grids in the scope."""
+    query = sql.SQL(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
+        "SELECT ST_Extent(g.geom) AS e FROM grid g WHERE g.layout_id = %(layout)s AND {}) x"
+    ).format(scope.where("g.code", "g.code"))
+    row = await (await conn.execute(query, {**scope.params(), "layout": layout_id})).fetchone()
+    if row is None or row[0] is None:
+        return await scope_bounds(conn, scope)
+    return float(row[0]), float(row[1]), float(row[2]), float(row[3])
+
+
+@router.get("/maps/planner", response_class=HTMLResponse, summary="Planner: redraw a draft layout")
+async def planner_page(
+    request: Request,
+    principal: Planner,
+    conn: Conn,
+    settings: AppSettings,
+    layout: Annotated[int | None, Query(ge=1, description="the draft to edit")] = None,
+    basemap: Basemap = None,
+) -> Response:
+    if (redirect := token_redirect(request)) is not None:
+        return redirect
+    details = None if layout is None else await get_layout(conn, principal.scope, layout)
+    drafts: list[dict[str, Any]] = []
+    actives: list[dict[str, Any]] = []
+    if details is None:
+        drafts = await list_layouts(conn, principal.scope, status="draft")
+        actives = await list_layouts(conn, principal.scope, status="active")
+    page = maps_planner.PlannerPage(
+        bounds=await (
+            scope_bounds(conn, principal.scope)
+            if layout is None
+            else layout_bounds(conn, principal.scope, layout)
+        ),
+        basemap=_basemap(basemap, settings),
+        tianditu_key=settings.map.tianditu_key,
+        path=request.url.path,
+        query=list(request.query_params.multi_items()),
+        # edits need the Authorization header: cookies are read for GET only
+        token=bearer_token(request),
+        layout=details,
+        drafts=drafts,
+        actives=actives,
+    )
+    return _page(maps_planner.planner_map(page))

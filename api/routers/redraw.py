@@ -209,18 +209,7 @@ async def export(
 
 @router.get("/{layout_id}/lineage", summary="Old code → new code with area shares")
 async def lineage(layout_id: int, principal: Viewer, conn: Conn) -> list[dict[str, Any]]:
-    await get_layout(conn, principal.scope, layout_id)
-    rows = await (
-        await conn.execute(
-            "SELECT from_layout, old_code, new_code, area_share FROM grid_lineage "
-            "WHERE layout_id = %s ORDER BY old_code, new_code",
-            (layout_id,),
-        )
-    ).fetchall()
-    return [
-        {"from_layout": r[0], "old_code": r[1], "new_code": r[2], "area_share": round(r[3], 6)}
-        for r in rows
-    ]
+    return await layout_ops.lineage(conn, principal.scope, layout_id)
 
 
 class AlertPointIn(BaseModel):

@@ -15,6 +15,7 @@ import shapely
 from fastapi.testclient import TestClient
 from shapely.geometry import LineString, mapping, shape
 
+from tests.api.layout_helpers import staff_every_grid
 from tests.conftest import auth
 
 PURPOSE = "information"
@@ -30,27 +31,6 @@ def township(demo: str) -> str:
         ).fetchone()
     assert row is not None
     return str(row[0])
-
-
-def _staff_every_grid(client: TestClient, token: str, layout: int) -> None:
-    grids = client.get(f"/api/v1/layouts/{layout}/grids", headers=auth(token)).json()["features"]
-    codes = [g["properties"]["code"] for g in grids if not g["properties"]["worker"]]
-    rows = "".join(f"网格员{c[-5:]},1370{c[-7:]},{c[:12]}\n" for c in codes)
-    imported = client.post(
-        "/api/v1/staff/import",
-        params={"filename": "w.csv"},
-        content="name,phone,village_code\n" + rows,
-        headers=auth(token),
-    )
-    assert imported.status_code == 200, imported.text
-    people = {p["phone"]: p["id"] for p in client.get("/api/v1/staff", headers=auth(token)).json()}
-    for c in codes:
-        put = client.put(
-            f"/api/v1/layouts/{layout}/grids/{c}/worker",
-            json={"staff_id": people[f"1370{c[-7:]}"]},
-            headers=auth(token),
-        )
-        assert put.status_code == 200, put.text
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +51,7 @@ def active(client: TestClient, tokens: dict[str, str], township: str) -> int:
     assert any(
         f["properties"]["kind"] == "no_worker" for f in refused.json()["violations"]["features"]
     )
-    _staff_every_grid(client, planner, layout)
+    staff_every_grid(client, planner, layout, phone_prefix="1370")
     ok = client.post(f"/api/v1/layouts/{layout}/activate", json={}, headers=auth(planner))
     assert ok.status_code == 200, ok.text
     return int(layout)
@@ -128,7 +108,7 @@ def test_the_whole_redraw_cycle(
     report = client.get(f"/api/v1/layouts/{d}/validate", headers=planner).json()
     assert not report["valid"]
     assert [f["properties"]["codes"] for f in report["violations"]["features"]] == [[new]]
-    _staff_every_grid(client, tokens["planner"], d)
+    staff_every_grid(client, tokens["planner"], d, phone_prefix="1370")
     assert client.get(f"/api/v1/layouts/{d}/validate", headers=planner).json()["valid"]
     diff = client.get(f"/api/v1/layouts/{d}/diff", headers=planner).json()
     assert (diff["added"], diff["removed"]) == (1, 0)

@@ -1,0 +1,168 @@
+"""The planner page in chromium, basemaps blocked: a draft's grids drawn with their codes, a split
+drawn on the page changes the draft through the API (one grid more, version + 1), validation
+problems appear as red map features, a stale version is reported and reloaded, and activating
+from the page makes the draft the active layout. Without a layout the page offers to clone the
+active one.
+
+Scene: a ``household`` layout of a township of 正镶白旗 (152529), made and staffed through the
+API before the browser starts; the page's user is a planner scoped to that township.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from shapely.geometry import shape
+
+from tests.api.layout_helpers import make_active_layout, small_township, staff_every_grid
+from tests.browser.conftest import Chromium, api_get
+from tests.conftest import auth
+
+pytestmark = pytest.mark.browser
+WAIT_MS = 30_000
+COUNTY = "152529"  # 正镶白旗
+LOADED = "GP.planner && GP.planner.state.loaded"
+
+
+@pytest.fixture(scope="module")
+def scene(demo: str, client: TestClient, tokens: dict[str, str], make_token: Any) -> dict[str, Any]:
+    township = small_township(demo, COUNTY)
+    active = make_active_layout(client, tokens["planner"], township, name="规划页 planner page")
+    draft = client.post(
+        f"/api/v1/layouts/{active}/clone",
+        json={"name": "页面草稿 page draft"},
+        headers=auth(tokens["planner"]),
+    ).json()
+    return {
+        "township": township,
+        "active": active,
+        "draft": draft["id"],
+        "planner": make_token("planner", [township]),
+    }
+
+
+@pytest.fixture
+def api(live_server: str, scene: dict[str, Any]) -> Iterator[httpx.Client]:
+    """Plain HTTP to the live server (no event loop: Playwright's runs in this thread)."""
+    with httpx.Client(
+        base_url=live_server, headers=auth(scene["planner"]), timeout=60
+    ) as http_client:
+        yield http_client
+
+
+def _loaded_again(page: Any) -> None:
+    page.wait_for_function(f"{LOADED} && !GP.planner.state.busy", timeout=WAIT_MS)
+
+
+def test_without_a_layout_the_page_offers_to_clone_the_active_one(
+    scene: dict[str, Any], live_server: str, chromium: Chromium
+) -> None:
+    run = chromium.open("/maps/planner", scene["planner"])
+    page = run.page
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    assert page.locator(f"a.gp-draft[href$='layout={scene['draft']}']").count() == 1
+    page.locator("#gp-clone-name").fill("从页面复制 cloned on the page")
+    page.locator(f".gp-clone[data-layout='{scene['active']}']").click()
+    page.wait_for_url("**/maps/planner?layout=*", timeout=WAIT_MS)
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    clone = int(page.url.rsplit("=", 1)[1])
+    body = api_get(live_server, scene["planner"], f"/api/v1/layouts/{clone}")
+    assert (body["status"], body["cloned_from"], body["name"]) == (
+        "draft",
+        scene["active"],
+        "从页面复制 cloned on the page",
+    )
+    assert page.locator("path.gp-grid").count() == body["grids"]
+    run.screenshot("planner-cloned")
+    assert run.errors == []
+    assert run.blocked, "the basemap was requested (and blocked)"
+
+
+def test_split_validate_conflict_and_activate_from_the_page(
+    scene: dict[str, Any], api: httpx.Client, chromium: Chromium
+) -> None:
+    draft = scene["draft"]
+    grids = api.get(f"/api/v1/layouts/{draft}/grids").json()["features"]
+    run = chromium.open(f"/maps/planner?layout={draft}", scene["planner"])
+    page = run.page
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    assert page.locator("path.gp-grid").count() == len(grids)
+    labels = page.evaluate(  # the whole code; the village part hides when zoomed out
+        "Array.from(document.querySelectorAll('.gp-code-label')).map(e => e.textContent)"
+    )
+    assert sorted(labels) == sorted(g["properties"]["code"] for g in grids)
+    assert page.locator("#gp-version").inner_text() == "1"
+    assert page.locator("path.gp-violation").count() == 0  # a staffed clone is valid
+    run.screenshot("planner-draft")
+
+    # select a grid by clicking it, then finish a line across it with Leaflet.draw's event
+    target = grids[0]["properties"]["code"]
+    geom = shape(grids[0]["geometry"])
+    c = geom.centroid
+    south, north = geom.bounds[1] - 0.01, geom.bounds[3] + 0.01
+    page.locator(f"path.gp-grid-{target}").dispatch_event("click")
+    assert page.locator("#gp-selected").inner_text() == target
+    page.evaluate(
+        "([a, b]) => GP.map().fire('draw:created', {layerType: 'polyline', "
+        "layer: L.polyline([L.latLng(a[1], a[0]), L.latLng(b[1], b[0])])})",
+        [[c.x, south], [c.x + 1e-4, north]],
+    )
+    page.wait_for_function("GP.planner.state.edits === 1", timeout=WAIT_MS)
+    _loaded_again(page)
+    layout = api.get(f"/api/v1/layouts/{draft}").json()
+    assert (layout["grids"], layout["version"]) == (len(grids) + 1, 2)
+    assert page.locator("#gp-version").inner_text() == "2"
+    assert page.locator("path.gp-grid").count() == len(grids) + 1
+    # the new grid has no worker yet: a red violation on the map, its reason in the panel
+    assert page.locator("path.gp-violation").count() >= 1
+    assert "no_worker" in page.locator("#gp-violations").inner_text()
+    assert page.locator("path.gp-diff-added").count() == 1
+    run.screenshot("planner-split")
+
+    # someone else edits meanwhile: the page's next edit is refused (409), shown, reloaded
+    other = grids[1]
+    og = shape(other["geometry"])
+    oc = og.centroid
+    line = {
+        "type": "LineString",
+        "coordinates": [[oc.x, og.bounds[1] - 0.01], [oc.x + 1e-4, og.bounds[3] + 0.01]],
+    }
+    elsewhere = api.post(
+        f"/api/v1/layouts/{draft}/edits/split",
+        json={"version": 2, "code": other["properties"]["code"], "line": line},
+    )
+    assert elsewhere.status_code == 200, elsewhere.text
+    village = grids[0]["properties"]["village_code"]
+    pair = [g["properties"]["code"] for g in grids if g["properties"]["village_code"] == village]
+    page.evaluate("codes => GP.planner.merge(codes)", pair[2:4])
+    _loaded_again(page)
+    assert "版本冲突 version conflict" in page.locator("#gp-message").inner_text()
+    assert page.locator("#gp-version").inner_text() == "3"
+    assert api.get(f"/api/v1/layouts/{draft}").json()["version"] == 3
+    run.screenshot("planner-conflict")
+
+    # staff the new grids, validate and activate with the buttons
+    staff_every_grid(api, scene["planner"], draft)
+    page.locator("#gp-validate").click()
+    page.wait_for_function(
+        "document.getElementById('gp-message').textContent.indexOf('校验通过') >= 0",
+        timeout=WAIT_MS,
+    )
+    assert page.locator("path.gp-violation").count() == 0
+    page.locator("#gp-activate").click()
+    page.wait_for_function(
+        "document.getElementById('gp-message').textContent.indexOf('已启用') >= 0",
+        timeout=WAIT_MS,
+    )
+    assert api.get(f"/api/v1/layouts/{draft}").json()["status"] == "active"
+    assert api.get(f"/api/v1/layouts/{scene['active']}").json()["status"] == "retired"
+    assert page.locator("#gp-status").inner_text() == "active"
+    run.screenshot("planner-activated")
+    # the refused merge logged its 409 response; nothing else went wrong
+    assert [e for e in run.errors if "409" not in e] == []
+    assert run.blocked, "the basemap was requested (and blocked)"
+    assert all("/static/" not in url for url in run.blocked)
