@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api import __version__, layout_ops
@@ -22,7 +25,7 @@ from api.ingest.store import Ingestor
 from api.ingest.writer import GroupWriter
 from api.protocols.jt808.server import Jt808Server
 from api.protocols.osmand_server import OsmAndServer
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, ingest_limiter
 from api.routers import (
     admin_areas,
     collections,
@@ -47,8 +50,35 @@ log = logging.getLogger("gridpatrol")
 STATIC = Path(__file__).parent / "static"
 
 
+class _SweepingCheck:
+    """The pool's check of a connection before handing it out. One broken connection (the
+    database restarted, sessions terminated) means the idle rest are broken too: sweep them all
+    at once (``pool.check``) rather than let the next requests find them one by one behind the
+    pool's growing back-off — with ten dead connections that exceeds a request's timeout."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool | None = None
+        self._sweep: asyncio.Task[None] | None = None
+
+    async def __call__(self, conn: AsyncConnection[Any]) -> None:
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None and (self._sweep is None or self._sweep.done()):
+                self._sweep = asyncio.create_task(self.pool.check(), name="pool-sweep")
+            raise
+
+
+async def _drop_read_only(conn: AsyncConnection[Any]) -> None:
+    """On return to the pool: a session that began read-only (the database set read-only, a
+    standby) stays so after the database takes writes again; close it, the pool replaces it."""
+    if conn.info.parameter_status("default_transaction_read_only") == "on":
+        await conn.close()
+
+
 def _pool(url: str, settings: Settings) -> AsyncConnectionPool:
-    return AsyncConnectionPool(
+    check = _SweepingCheck()
+    check.pool = AsyncConnectionPool(
         url,
         min_size=settings.db.pool_min,
         max_size=settings.db.pool_max,
@@ -58,7 +88,10 @@ def _pool(url: str, settings: Settings) -> AsyncConnectionPool:
         },
         open=False,
         name="gridpatrol",
+        check=check,  # a connection broken by a database restart is never handed out
+        reset=_drop_read_only,
     )
+    return check.pool
 
 
 def _start_periodic(app: FastAPI, settings: Settings, pool: AsyncConnectionPool) -> Periodic:
@@ -111,7 +144,11 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
         app.state.ingestor, app.state.writer = ingestor, writer
         await writer.start()
         periodic = _start_periodic(app, settings, pool)
-        osmand = OsmAndServer(settings.osmand, writer) if settings.osmand.enabled else None
+        osmand = (
+            OsmAndServer(settings.osmand, writer, limiter=app.state.ingest_limiter)
+            if settings.osmand.enabled
+            else None
+        )
         app.state.osmand = osmand
         if osmand is not None:
             await osmand.start()
@@ -138,6 +175,7 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
     )
     app.state.settings = settings
     app.state.login_limiter = RateLimiter(rate=0.5, burst=10)
+    app.state.ingest_limiter = ingest_limiter(settings)
     install_handlers(app)
     routers = (
         health,

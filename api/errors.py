@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+log = logging.getLogger("gridpatrol")
+# The database cannot answer right now (down, restarting, terminated the session, out of disk,
+# read-only, pool exhausted — psycopg_pool.PoolTimeout is an OperationalError): 503, retry later.
+DB_UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 
 class DomainError(Exception):
@@ -78,8 +85,37 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if exc.status == 503:
         headers = {"Retry-After": "5"}
+    if exc.status == 429:
+        headers = {"Retry-After": str(exc.extra.get("retry_after_s", 1))}
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+    body = Unavailable("the database is unavailable; retry shortly").body()
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    """SQLSTATE class 22 (a value the database cannot hold: out-of-range times or numbers, bad
+    text): the request carried it, so 422 — a safety net behind the routes' own validation."""
+    log.warning("%s %s: data error: %s", request.method, request.url.path, exc)
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    body = Unprocessable(f"a value is out of range or malformed: {detail}").body()
+    return JSONResponse(body, status_code=422)
+
+
+async def _overflow(request: Request, exc: Exception) -> JSONResponse:
+    """Date arithmetic on a day near 0001-01-01 or 9999-12-31 (``?to=0001-01-01`` minus a
+    window): the request's date is out of range, so 422."""
+    log.warning("%s %s: overflow: %s", request.method, request.url.path, exc)
+    body = Unprocessable(f"a date or number is out of range ({exc})").body()
+    return JSONResponse(body, status_code=422)
 
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(psycopg.errors.DataError, _data_error)
+    app.add_exception_handler(OverflowError, _overflow)
+    for error in DB_UNAVAILABLE:
+        app.add_exception_handler(error, _db_unavailable)

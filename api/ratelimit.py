@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from api.errors import TooManyRequests
+
+if TYPE_CHECKING:
+    from api.settings import Settings
 
 
 @dataclass
@@ -28,7 +33,25 @@ class RateLimiter:
             self._buckets.clear()
         return True
 
+    def retry_after(self, key: str, cost: float = 1.0) -> int:
+        """Whole seconds until ``key`` may spend ``cost`` again (at least 1)."""
+        tokens, last = self._buckets.get(key, (self.burst, time.monotonic()))
+        tokens = min(self.burst, tokens + (time.monotonic() - last) * self.rate)
+        return max(1, math.ceil((cost - tokens) / self.rate)) if self.rate > 0 else 60
+
     def check(self, key: str, cost: float = 1.0) -> None:
+        """Spend ``cost`` for ``key``, or raise 429 naming when to retry (``Retry-After``)."""
         if not self.allow(key, cost):
             who = key.rsplit(":", maxsplit=1)[-1]
-            raise TooManyRequests(f"too many requests for {who}; slow down")
+            raise TooManyRequests(
+                f"too many requests for {who}; slow down",
+                retry_after_s=self.retry_after(key, cost),
+            )
+
+
+def ingest_limiter(settings: Settings) -> RateLimiter | None:
+    """The per-device limiter of the ingest routes and the OsmAnd server (None when off)."""
+    ingest = settings.ingest
+    if ingest.rate_per_s <= 0:
+        return None
+    return RateLimiter(rate=ingest.rate_per_s, burst=ingest.rate_burst)

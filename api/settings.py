@@ -72,6 +72,10 @@ class IngestSettings(BaseSettings):
     partitions_ahead_days: int = Field(default=2, ge=1)
     writer_max_batch: int = Field(default=5000, ge=1, description="fixes per group commit")
     max_body_mb: float = Field(default=64.0, gt=0, description="largest batch or file upload")
+    rate_per_s: float = Field(
+        default=20.0, ge=0, description="ingest requests per second per device (0: no limit)"
+    )
+    rate_burst: float = Field(default=200.0, ge=1, description="ingest requests in a burst")
 
 
 class OsmAndSettings(BaseSettings):
@@ -135,6 +139,27 @@ class CoverageSettings(BaseSettings):
     flag_share: float = Field(default=0.1, ge=0, lt=1, description="share flagged at the bottom")
 
 
+class RetentionSettings(BaseSettings):
+    """How long each table keeps its rows (``GRIDPATROL_RETENTION_…``); 0 = forever.
+
+    ``position`` day partitions older than ``POSITION_HOT_DAYS`` are exported to GeoParquet
+    under ``ARCHIVE_DIR`` (default ``<api state dir>/archive``) and dropped; track reads fall back
+    to the archive. The other tables are only deleted from, by age.
+    """
+
+    model_config = _config("GRIDPATROL_RETENTION_")
+
+    position_hot_days: int = Field(default=90, ge=1, description="position days kept in PostGIS")
+    archive_dir: Path | None = Field(default=None, description="GeoParquet archive root")
+    rejected_days: int = Field(default=30, ge=0, description="position_rejected (quarantine)")
+    aggregate_days: int = Field(
+        default=1830, ge=0, description="cell_visit, device_day, grid_visit (≈ 5 years)"
+    )
+    audit_days: int = Field(default=0, ge=0, description="audit_log (0: kept forever)")
+    jt808_command_days: int = Field(default=365, ge=0, description="jt808_command log")
+    notification_days: int = Field(default=730, ge=0, description="delivered notifications")
+
+
 class DispatchSettings(BaseSettings):
     """Incidents and nearest-responder dispatch (``GRIDPATROL_DISPATCH_…``)."""
 
@@ -193,6 +218,7 @@ class Settings:
     jt808: Jt808Settings = field(default_factory=Jt808Settings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     map: MapSettings = field(default_factory=MapSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
 
 def get_settings() -> Settings:

@@ -118,18 +118,52 @@ async def login(conn: AsyncConnection[Any], name: str, password: str) -> str:
     """Exchange a name and password for a new token."""
     row = await (
         await conn.execute(
-            "SELECT id, password_hash FROM users WHERE name = %s AND NOT disabled", (name,)
+            "SELECT id, password_hash, role, scope FROM users WHERE name = %s AND NOT disabled",
+            (name,),
         )
     ).fetchone()
     if row is None or not verify_password(row[1], password):
         raise Unauthorized("wrong name or password")
     token = new_token()
-    await conn.execute(
-        "INSERT INTO api_token (user_id, token_hash, label, expires_at) "
-        "VALUES (%s, %s, 'login', now() + interval '12 hours')",
-        (row[0], token_hash(token)),
-    )
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO api_token (user_id, token_hash, label, expires_at) "
+            "VALUES (%s, %s, 'login', now() + interval '12 hours')",
+            (row[0], token_hash(token)),
+        )
+        who = Principal(name=name, role=row[2], scope=Scope.parse(row[3] or []), user_id=row[0])
+        await audit.record(conn, who, "token.login", object_type="user", object_id=row[0])
     return token
+
+
+async def disable_user(conn: AsyncConnection[Any], actor: Principal, user_name: str) -> int:
+    """Disable a user and revoke all their tokens (a user is never deleted: the audit log
+    names them). Returns the number of tokens revoked."""
+    async with conn.transaction():
+        row = await (
+            await conn.execute(
+                "SELECT id, scope FROM users WHERE name = %s AND NOT disabled FOR UPDATE",
+                (user_name,),
+            )
+        ).fetchone()
+        if row is None or not actor.scope.contains(Scope.parse(row[1])):
+            raise NotFound(f"no user named {user_name!r}")
+        if row[0] == actor.user_id:
+            raise Conflict("you cannot disable yourself")
+        await conn.execute("UPDATE users SET disabled = true WHERE id = %s", (row[0],))
+        revoked = await conn.execute(
+            "UPDATE api_token SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL",
+            (row[0],),
+        )
+        await audit.record(
+            conn,
+            actor,
+            "user.disable",
+            object_type="user",
+            object_id=row[0],
+            detail={"tokens_revoked": revoked.rowcount},
+        )
+    return revoked.rowcount
 
 
 async def list_users(conn: AsyncConnection[Any], actor: Principal) -> list[dict[str, Any]]:
@@ -152,12 +186,13 @@ async def set_scope(
     async with conn.transaction():
         row = await (
             await conn.execute(
-                "UPDATE users SET scope = %s WHERE name = %s RETURNING id",
-                (parsed.codes, user_name),
+                "SELECT id, scope FROM users WHERE name = %s FOR UPDATE", (user_name,)
             )
         ).fetchone()
-        if row is None:
+        # a user reaching beyond the actor's scope is not theirs to change (as if absent)
+        if row is None or not actor.scope.contains(Scope.parse(row[1])):
             raise NotFound(f"no user named {user_name!r}")
+        await conn.execute("UPDATE users SET scope = %s WHERE id = %s", (parsed.codes, row[0]))
         await audit.record(
             conn,
             actor,

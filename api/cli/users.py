@@ -57,6 +57,17 @@ def scope(
     typer.echo(f"{name}: scope {','.join(run_async(go()))}")
 
 
+@app.command("disable", help="Disable a user and revoke all their tokens.")
+def disable(name: str) -> None:
+    _, url = settings_and_url()
+
+    async def go() -> int:
+        async with connect(url) as conn:
+            return await users_service.disable_user(conn, SYSTEM, name)
+
+    typer.echo(f"{name}: disabled, {run_async(go())} token(s) revoked")
+
+
 @app.command("list", help="List users with role and scope.")
 def list_users() -> None:
     _, url = settings_and_url()

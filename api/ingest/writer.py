@@ -4,7 +4,16 @@ Requests (OsmAnd HTTP, JT/T 808 messages) put their fixes on a queue and wait on
 writer task drains the queue, stores everything waiting in one transaction (one fsync for many
 devices), then resolves each future with its own fixes' outcomes. A device is answered only after
 its fix is committed. When the database fails, every waiting future fails (the protocol answers
-"try again": HTTP 503, no 808 acknowledgement), and the writer reconnects with backoff.
+"try again": HTTP 503, 808 result "failure"), and the writer reconnects with backoff.
+
+"Unavailable" means the database cannot store anything right now, whoever sends it: the connection
+failed or was terminated (restart, failover), the server is shutting down or out of resources
+(disk full, ``53xxx``), or it is read-only (a standby, ``default_transaction_read_only``). Then
+the group fails at once (no one-by-one retry), the connection is dropped (a read-only session
+or a failover needs a fresh one), and until the next connection attempt, at most ``max_backoff_s``
+later, new groups are refused straight away rather than waiting: a device gets its 503 in
+milliseconds and keeps its fixes. Any fix answered 200 / result 0 was committed; a commit whose
+answer was lost is stored once anyway, because a resent fix is a duplicate of the primary key.
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from api.ingest.fixes import FixBatch, FixError
 from api.ingest.store import Ingestor, StoreResult
 
 log = logging.getLogger("gridpatrol.ingest")
+# Errors after which nothing can be stored until the database is back (see the module docstring).
+UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+CONNECT_TIMEOUT_S = 5
 
 
 class IngestUnavailable(RuntimeError):
@@ -46,10 +58,13 @@ class GroupWriter:
     ingestor: Ingestor
     max_batch: int = 5000
     max_queue: int = 200_000
+    max_backoff_s: float = 2.0
     _queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
     _conn: psycopg.AsyncConnection[Any] | None = None
     _queued_fixes: int = 0
+    _retry_at: float = 0.0  # loop time before which no new connection is attempted
+    _backoff_s: float = 0.0
     commits: int = 0
     fixes: int = 0
 
@@ -89,14 +104,14 @@ class GroupWriter:
         return await future
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        delay = 0.1
-        while self._conn is None or self._conn.closed:
-            try:
-                self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-            except psycopg.OperationalError as exc:
-                log.warning("ingest writer: database unreachable (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        """The writer's connection; one attempt to (re)connect, none during the backoff."""
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if asyncio.get_running_loop().time() < self._retry_at:
+            raise IngestUnavailable("database unavailable; retry shortly")
+        self._conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+        )
         return self._conn
 
     def _drain(self, first: _Job) -> list[_Job]:
@@ -121,6 +136,8 @@ class GroupWriter:
                     )
             except Exception as exc:  # noqa: BLE001 - every waiting sender must hear of it
                 await self._fail(jobs, exc)
+            else:
+                self._backoff_s = 0.0
             finally:
                 for job in jobs:
                     self._queued_fixes -= len(job.batch)
@@ -131,7 +148,7 @@ class GroupWriter:
         job alone, so one poisonous request cannot keep failing everybody else's."""
         try:
             await self._commit(jobs, protocol)
-        except psycopg.OperationalError:
+        except (*UNAVAILABLE, IngestUnavailable):
             raise
         except Exception:
             if len(jobs) == 1:
@@ -140,7 +157,7 @@ class GroupWriter:
             for job in jobs:
                 try:
                     await self._commit([job], protocol)
-                except psycopg.OperationalError:
+                except (*UNAVAILABLE, IngestUnavailable):
                     raise
                 except Exception as exc:  # noqa: BLE001 - this job alone fails
                     await self._fail([job], exc)
@@ -163,11 +180,23 @@ class GroupWriter:
             start = end
 
     async def _fail(self, jobs: list[_Job], exc: Exception) -> None:
-        log.error("ingest writer: batch of %d jobs not stored: %s", len(jobs), exc)
-        if isinstance(exc, psycopg.OperationalError) and self._conn is not None:
+        if isinstance(exc, IngestUnavailable):  # refused during the backoff: already logged
+            reason = str(exc)
+        else:
+            log.error("ingest writer: batch of %d jobs not stored: %s", len(jobs), exc)
+            reason = f"not stored: {type(exc).__name__}"
+        if isinstance(exc, UNAVAILABLE):
+            await self._drop_connection()
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(IngestUnavailable(reason))
+
+    async def _drop_connection(self) -> None:
+        """Forget the connection and wait a growing while (≤ max_backoff_s) before the next."""
+        if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
-        for job in jobs:
-            if not job.future.done():
-                job.future.set_exception(IngestUnavailable(f"not stored: {type(exc).__name__}"))
+        self._backoff_s = min(max(self._backoff_s * 2, 0.1), self.max_backoff_s)
+        self._retry_at = asyncio.get_running_loop().time() + self._backoff_s
+        log.warning("ingest writer: database unavailable; next attempt in %.1fs", self._backoff_s)

@@ -58,6 +58,8 @@ def _salvage(text: str, error: json.JSONDecodeError) -> tuple[list[Any], str]:
         except json.JSONDecodeError as exc:
             error = exc
             break
+        except RecursionError:  # a feature nested thousands deep: stop here, keep the rest
+            return features, f"char {pos}: nested too deeply"
         features.append(feature)
     return features, f"line {error.lineno}, column {error.colno}: {error.msg}"
 

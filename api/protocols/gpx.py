@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from api.ingest.fixes import FixBatch, FixError
 from api.protocols.trackcommon import (
     ParseResult,
+    TrackFileError,
     clean_optional,
     range_reasons,
     screen,
@@ -200,6 +201,10 @@ def parse_gpx(source: bytes | Path | IO[bytes], *, device: str, tz: str = "UTC")
         parser.Parse(b"", True)  # noqa: FBT003
     except expat.ExpatError as exc:
         stopped_at = f"line {exc.lineno}, column {exc.offset + 1}: {expat.ErrorString(exc.code)}"
+    except (ValueError, LookupError) as exc:  # an encoding expat cannot read (GBK, unknown)
+        if "encoding" not in str(exc):
+            raise
+        raise TrackFileError(f"cannot read the GPX file's encoding ({exc}); save as UTF-8") from exc
     except _Stop as exc:
         stopped_at = (
             f"line {parser.CurrentLineNumber}, column {parser.CurrentColumnNumber + 1}: {exc}"

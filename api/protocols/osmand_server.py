@@ -7,6 +7,7 @@ writer, and answered only after the fix is committed:
 - 200, empty body: stored, a duplicate of a stored fix, or quarantined by a filter (the device
   must not resend it; the outcome is in ``X-GridPatrol-Outcome``);
 - 400 with ``field: reason``: unparsable request or unknown device (as Traccar) — quarantined too;
+- 429 with ``Retry-After``: the device sends faster than ``GRIDPATROL_INGEST_RATE_PER_S``;
 - 503 with ``Retry-After``: not stored (database down, queue full); the device keeps and retries.
 
 Keep-alive and pipelining are supported; requests on one connection are answered in order.
@@ -28,6 +29,7 @@ from api.ingest.filters import REASONS
 from api.ingest.fixes import FixBatch, FixError
 from api.ingest.writer import GroupWriter, IngestUnavailable
 from api.protocols import osmand
+from api.ratelimit import RateLimiter
 from api.settings import OsmAndSettings
 
 log = logging.getLogger("gridpatrol.osmand")
@@ -37,20 +39,26 @@ _STATUS = {
     400: b"Bad Request",
     405: b"Method Not Allowed",
     413: b"Payload Too Large",
+    429: b"Too Many Requests",
     503: b"Service Unavailable",
 }
 
 
 def _response(
-    status: int, body: bytes = b"", *, outcome: str | None = None, close: bool = False
+    status: int,
+    body: bytes = b"",
+    *,
+    outcome: str | None = None,
+    close: bool = False,
+    retry_after: int = 5,
 ) -> bytes:
     head = [b"HTTP/1.1 %d %s" % (status, _STATUS[status]), b"Content-Length: %d" % len(body)]
     if body:
         head.append(b"Content-Type: text/plain; charset=utf-8")
     if outcome:
         head.append(b"X-GridPatrol-Outcome: " + outcome.encode())
-    if status == 503:
-        head.append(b"Retry-After: 5")
+    if status in (429, 503):
+        head.append(b"Retry-After: %d" % retry_after)
     if close:
         head.append(b"Connection: close")
     return b"\r\n".join(head) + b"\r\n\r\n" + body
@@ -151,10 +159,12 @@ class OsmAndServer:
         writer: GroupWriter,
         *,
         clock: Callable[[], float] = time.time,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.writer = writer
         self.clock = clock
+        self.limiter = limiter  # per device id, shared with the HTTP ingest routes' limits
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -212,6 +222,11 @@ class OsmAndServer:
             error = FixError(row=1, reason=exc.reason, field=exc.field, raw=raw)
             return await self._quarantine_only(error)
         batch.raw[:] = raw
+        if self.limiter is not None and len(batch):
+            key = f"osmand:{batch.device[0]}"
+            if not self.limiter.allow(key):
+                wait = self.limiter.retry_after(key)
+                return _response(429, b"too many requests; slow down", retry_after=wait)
         try:
             outcome = await self.writer.submit(batch, protocol="osmand")
         except IngestUnavailable as exc:

@@ -27,6 +27,7 @@ ToDate = Annotated[
     date | None, Query(alias="to", description="last local day (default: today, China time)")
 ]
 CHINA = timedelta(hours=8)
+MAX_ALERT_S = 366 * 86_400  # alert thresholds beyond a year are typos (and overflow timestamps)
 
 
 def today() -> date:
@@ -185,8 +186,8 @@ async def alerts(
     principal: Viewer,
     conn: Conn,
     settings: AppSettings,
-    offline_s: Annotated[float | None, Query(gt=0)] = None,
-    outside_s: Annotated[float | None, Query(gt=0)] = None,
+    offline_s: Annotated[float | None, Query(gt=0, le=MAX_ALERT_S)] = None,
+    outside_s: Annotated[float | None, Query(gt=0, le=MAX_ALERT_S)] = None,
 ) -> dict[str, Any]:
     s = settings.coverage
     return await spots.live_alerts(

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from psycopg import sql
 from pydantic import BaseModel
 
 from api import positions
@@ -16,6 +17,7 @@ from api.ingest.fixes import FixBatch, FixError
 from api.ingest.store import Ingestor
 from api.protocols import trackfiles
 from api.protocols.batchjson import BatchFormatError, parse_batch_json
+from api.ratelimit import RateLimiter
 
 router = APIRouter(tags=["positions"])
 MAX_ERRORS_SHOWN = 100
@@ -31,6 +33,13 @@ class IngestReport(BaseModel):
     errors: list[dict[str, Any]]
     format: str | None = None
     stopped_at: str | None = None
+
+
+def limit_rate(request: Request, principal: Principal) -> None:
+    """429 with ``Retry-After`` when a device (or user) posts faster than the ingest limit."""
+    limiter: RateLimiter | None = getattr(request.app.state, "ingest_limiter", None)
+    if limiter is not None:
+        limiter.check(f"ingest:{principal.name}")
 
 
 async def read_body(request: Request, max_mb: float) -> bytes:
@@ -49,14 +58,28 @@ async def read_body(request: Request, max_mb: float) -> bytes:
     return b"".join(chunks)
 
 
-def own_device_only(principal: Principal, batch: FixBatch) -> None:
-    """A device token posts for its own device only; anything else refuses the whole request."""
-    if principal.device_id is None:
+async def own_devices_only(conn: Any, principal: Principal, batch: FixBatch) -> None:
+    """A device token posts for its own device only, a scoped user for devices in their scope
+    only (an unknown identifier is refused alike, so the answer tells nothing of devices outside
+    it); anything else refuses the whole request."""
+    named = {str(d) for d in batch.device}
+    if principal.device_id is not None:
+        others = sorted(named - {principal.name.removeprefix("device:")})
+        if others:
+            raise Forbidden(
+                f"a device token may post only its own fixes, not {', '.join(others[:5])}"
+            )
         return
-    mine = principal.name.removeprefix("device:")
-    others = sorted({str(d) for d in batch.device} - {mine})
+    if principal.scope.unrestricted or not named:
+        return
+    scope = principal.scope
+    query = sql.SQL(
+        "SELECT identifier FROM device d WHERE identifier = ANY(%(names)s) AND {}"
+    ).format(scope.where(sql.SQL("coalesce(d.home_village, '')")))
+    rows = await (await conn.execute(query, {**scope.params(), "names": sorted(named)})).fetchall()
+    others = sorted(named - {r[0] for r in rows})
     if others:
-        raise Forbidden(f"a device token may post only its own fixes, not {', '.join(others[:5])}")
+        raise Forbidden(f"devices outside your scope: {', '.join(others[:5])}")
 
 
 async def _store(
@@ -70,7 +93,7 @@ async def _store(
     fmt: str | None = None,
     stopped_at: str | None = None,
 ) -> IngestReport:
-    own_device_only(principal, batch)
+    await own_devices_only(conn, principal, batch)
     ingestor: Ingestor = request.app.state.ingestor
     await ingestor.prepare(conn, batch)
     result = await ingestor.store(conn, batch, protocol=protocol, errors=errors)
@@ -105,6 +128,7 @@ async def post_positions(
     settings: AppSettings,
     device: Annotated[str | None, Query(description="device for rows that name none")] = None,
 ) -> IngestReport:
+    limit_rate(request, principal)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await read_body(request, settings.ingest.max_body_mb)
     default = _default_device(principal, device)
@@ -145,8 +169,12 @@ async def post_file(
         str | None, Query(description="original name, for format detection")
     ] = None,
 ) -> IngestReport:
+    limit_rate(request, principal)
     body = await read_body(request, settings.ingest.max_body_mb)
-    fmt = format or trackfiles.detect_format(body, filename)
+    try:
+        fmt = format or trackfiles.detect_format(body, filename)
+    except trackfiles.TrackFileError as exc:
+        raise Unprocessable(str(exc), field="format") from exc
     return await _file(
         request, conn, principal, body, fmt, _default_device(principal, device), "file"
     )

@@ -69,6 +69,13 @@ async def set_scope(name: str, body: ScopeIn, principal: Admin, conn: Conn) -> d
     return {"name": name, "scope": scope}
 
 
+@router.delete("/api/v1/users/{name}", summary="Disable a user and revoke their tokens")
+async def disable_user(name: str, principal: Admin, conn: Conn, request: Request) -> dict[str, Any]:
+    revoked = await users.disable_user(conn, principal, name)
+    request.app.state.tokens.forget()  # no cached principal outlives the revocation
+    return {"name": name, "disabled": True, "tokens_revoked": revoked}
+
+
 @router.post("/api/v1/auth/token", response_model=TokenOut)
 async def login(body: LoginIn, conn: Conn, request: Request) -> TokenOut:
     limiter = request.app.state.login_limiter
