@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -49,33 +51,73 @@ async def track(
     *,
     as_line: bool,
     simplify_m: float,
+    archive_dir: Path | None = None,
 ) -> str:
-    """The fixes of one device in [start, end) as GeoJSON: points, or one LineString."""
+    """The fixes of one device in [start, end) as GeoJSON: points, or one LineString.
+
+    Days whose partition was archived are read from the GeoParquet under ``archive_dir``.
+    """
     check_window(start, end, max_days=MAX_TRACK_DAYS)
     await device_in_scope(conn, scope, device_id)
-    params = {"id": device_id, "start": start, "end": end, "tol": simplify_m / 111_320.0}
-    return await geo.fetch_text(conn, TRACK_LINE if as_line else TRACK_POINTS, params)
+    params: dict[str, Any] = {
+        "id": device_id, "start": start, "end": end, "tol": simplify_m / 111_320.0
+    }  # fmt: skip
+    archived = None
+    if archive_dir is not None:
+        from api.archive import read_archived  # noqa: PLC0415 - pyarrow only when archiving
+
+        archived = await asyncio.to_thread(read_archived, archive_dir, device_id, start, end)
+    if archived is None:
+        return await geo.fetch_text(conn, TRACK_LINE if as_line else TRACK_POINTS, params)
+    for name in ARCHIVED_COLUMNS:
+        params[f"a_{name}"] = archived.column(name).to_pylist()
+    source = sql.SQL(WITH_ARCHIVE)
+    return await geo.fetch_text(conn, _track_sql(as_line, source), params)
 
 
 TRACK_WHERE = "device_id = %(id)s AND fix_time >= %(start)s AND fix_time < %(end)s"
-TRACK_LINE = sql.SQL(
-    """
-    SELECT json_build_object(
-        'type', 'Feature',
-        'properties', json_build_object('device_id', %(id)s, 'fixes', count(*),
-            'from', min(fix_time), 'to', max(fix_time)),
-        'geometry', ST_AsGeoJSON(ST_SimplifyPreserveTopology(
-            ST_MakeLine(geom ORDER BY fix_time), %(tol)s), 6)::json)::text
-      FROM position WHERE {where}
-    """
-).format(where=sql.SQL(TRACK_WHERE))
-TRACK_POINTS = geo.feature_collection(
-    sql.SQL(
-        "SELECT fix_time, speed, course, altitude, accuracy, battery, protocol, geom "
-        "FROM position WHERE {where} ORDER BY fix_time LIMIT 200000"
-    ).format(where=sql.SQL(TRACK_WHERE)),
-    order_by="fix_time",
-)
+# archived fixes (passed as arrays) beside the live ones; a fix in both counts once
+ARCHIVED_COLUMNS = ("fix_time", "speed", "course", "altitude", "accuracy", "battery", "protocol",
+                    "geometry")  # fmt: skip
+WITH_ARCHIVE = """(
+    SELECT device_id, fix_time, speed, course, altitude, accuracy, battery, protocol, geom
+      FROM position
+    UNION ALL
+    SELECT %(id)s, a.fix_time, a.speed, a.course, a.altitude, a.accuracy, a.battery, a.protocol,
+           ST_GeomFromWKB(a.wkb, 4326)
+      FROM unnest(%(a_fix_time)s::timestamptz[], %(a_speed)s::real[], %(a_course)s::real[],
+                  %(a_altitude)s::real[], %(a_accuracy)s::real[], %(a_battery)s::real[],
+                  %(a_protocol)s::text[], %(a_geometry)s::bytea[])
+           AS a(fix_time, speed, course, altitude, accuracy, battery, protocol, wkb)
+     WHERE NOT EXISTS (SELECT 1 FROM position p
+                        WHERE p.device_id = %(id)s AND p.fix_time = a.fix_time)
+) AS position"""
+
+
+def _track_sql(as_line: bool, source: sql.Composable) -> sql.Composed:
+    if as_line:
+        return sql.SQL(
+            """
+            SELECT json_build_object(
+                'type', 'Feature',
+                'properties', json_build_object('device_id', %(id)s, 'fixes', count(*),
+                    'from', min(fix_time), 'to', max(fix_time)),
+                'geometry', ST_AsGeoJSON(ST_SimplifyPreserveTopology(
+                    ST_MakeLine(geom ORDER BY fix_time), %(tol)s), 6)::json)::text
+              FROM {source} WHERE {where}
+            """
+        ).format(source=source, where=sql.SQL(TRACK_WHERE))
+    return geo.feature_collection(
+        sql.SQL(
+            "SELECT fix_time, speed, course, altitude, accuracy, battery, protocol, geom "
+            "FROM {source} WHERE {where} ORDER BY fix_time LIMIT 200000"
+        ).format(source=source, where=sql.SQL(TRACK_WHERE)),
+        order_by="fix_time",
+    )
+
+
+TRACK_LINE = _track_sql(True, sql.SQL("position"))  # noqa: FBT003
+TRACK_POINTS = _track_sql(False, sql.SQL("position"))  # noqa: FBT003
 
 
 async def live_state(conn: AsyncConnection[Any], scope: Scope, *, online_s: float) -> str:

@@ -96,3 +96,29 @@ def ranking(
             f"{v['km']:>8.1f} km {v['hours']:>6.1f} h  own {v['own_coverage_pct']:>5.1f}%  "
             f"inside {v['inside_share_pct']:>5.1f}%"
         )
+
+
+@app.command("backfill", help="Recompute cell_visit for a window: in the database or on Dask.")
+def backfill(
+    first: str = typer.Option(..., "--from", help="first local day, YYYY-MM-DD"),
+    last: str = typer.Option(..., "--to", help="last local day, YYYY-MM-DD"),
+    engine: str = typer.Option("db", help="db (from position) or dask (from GeoParquet)"),
+    scheduler: str | None = typer.Option(None, help="Dask scheduler address (default: local)"),
+    workers: int = typer.Option(2, min=1, help="local cluster worker processes"),
+    export_live: bool = typer.Option(
+        True, help="dask: snapshot the window's live partitions to GeoParquet first"
+    ),
+) -> None:
+    from api.cli.backfill import run_backfill  # Dask only when asked for
+
+    if engine not in {"db", "dask"}:
+        raise typer.BadParameter("engine must be db or dask", param_hint="--engine")
+    report = run_backfill(
+        date.fromisoformat(first),
+        date.fromisoformat(last),
+        engine=engine,
+        scheduler=scheduler,
+        workers=workers,
+        export_live=export_live,
+    )
+    typer.echo(report.line())

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from api import devices, positions
+from api.archive import archive_root
 from api.auth import Admin, Viewer, ViewerOrDevice
 from api.deps import AppSettings, Conn
 from api.errors import NotFound, UnsupportedMediaType
@@ -73,6 +74,7 @@ async def get_track(
     device_id: int,
     principal: ViewerOrDevice,
     conn: Conn,
+    settings: AppSettings,
     start: Annotated[datetime, Query(alias="from", description="ISO 8601 with offset")],
     end: Annotated[datetime, Query(alias="to", description="ISO 8601 with offset")],
     format: Annotated[str, Query(pattern="^(points|line)$")] = "points",
@@ -83,7 +85,9 @@ async def get_track(
         if principal.device_id != device_id:
             raise NotFound(f"no device {device_id}")
         scope = Scope.everything()
+    archive_dir = archive_root(settings)  # days archived to GeoParquet read from there
     body = await positions.track(
-        conn, scope, device_id, start, end, as_line=format == "line", simplify_m=simplify
-    )
+        conn, scope, device_id, start, end, as_line=format == "line", simplify_m=simplify,
+        archive_dir=archive_dir
+    )  # fmt: skip
     return GeoJSONResponse(body)
