@@ -10,6 +10,7 @@ switching basemap reloads the page rather than mixing datums. Data stays WGS-84 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,6 +37,29 @@ COVERAGE_CLASSES: list[tuple[float, str, str, str]] = [
     (75.0, "#91cf60", "75–90 %", "75–90 %"),
     (90.0, "#1a9850", "≥ 90 %", "≥ 90 %"),
 ]
+
+
+@dataclass(frozen=True)
+class MapPage:
+    """What every map page has: where it opens (west, south, east, north; WGS-84), its basemap,
+    and its own address and query (for the basemap switcher's links)."""
+
+    bounds: tuple[float, float, float, float]
+    basemap: str
+    tianditu_key: str | None
+    path: str
+    query: list[tuple[str, str]]
+
+    def new_map(self, *, min_zoom: int = 3) -> folium.Map:
+        """The page's map on its basemap (see ``page_map``)."""
+        return page_map(
+            self.bounds,
+            basemap=self.basemap,
+            tianditu_key=self.tianditu_key,
+            switch_url=self.path,
+            switch_params=self.query,
+            min_zoom=min_zoom,
+        )
 
 
 def page_map(

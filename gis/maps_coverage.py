@@ -18,11 +18,11 @@ import folium
 from gis.maps import add_html, render
 from gis.maps_common import (
     COVERAGE_CLASSES,
+    MapPage,
     PageAssets,
     PageScript,
     coverage_legend,
     page_config,
-    page_map,
     vector_tiles,
 )
 
@@ -32,14 +32,9 @@ VILLAGE_OUTLINE = "{fill: false, color: '#1b7837', weight: 1, opacity: 0.6}"
 
 
 @dataclass(frozen=True)
-class CoveragePage:
+class CoveragePage(MapPage):
     """What the colour grid map needs: layout, window, and the scope's totals."""
 
-    bounds: tuple[float, float, float, float]
-    basemap: str
-    tianditu_key: str | None
-    path: str
-    query: list[tuple[str, str]]
     layout: dict[str, Any]
     first: date
     last: date
@@ -91,14 +86,7 @@ def coverage_map(page: CoveragePage) -> str:
     """The colour grid map's HTML (local assets only)."""
     gcj02 = page.basemap == "amap"
     crs = "&crs=gcj02" if gcj02 else ""
-    fmap = page_map(
-        page.bounds,
-        basemap=page.basemap,
-        tianditu_key=page.tianditu_key,
-        switch_url=page.path,
-        switch_params=page.query,
-        min_zoom=GRID_MINZOOM,
-    )
+    fmap = page.new_map(min_zoom=GRID_MINZOOM)
     grids = vector_tiles(
         f"/tiles/grids/{{z}}/{{x}}/{{y}}.pbf?layout={page.layout['id']}"
         f"&from={page.first.isoformat()}&to={page.last.isoformat()}{crs}",

@@ -17,11 +17,11 @@ from folium.utilities import JsCode
 
 from gis.maps import add_html, render
 from gis.maps_common import (
+    MapPage,
     PageAssets,
     PageScript,
     legend,
     page_config,
-    page_map,
     vector_tiles,
 )
 
@@ -45,14 +45,9 @@ GRID_OUTLINE = "{fill: false, color: '#3b6e8f', weight: 0.8, opacity: 0.7}"
 
 
 @dataclass(frozen=True)
-class DispatchPage:
+class DispatchPage(MapPage):
     """What the dispatcher page needs from the server."""
 
-    bounds: tuple[float, float, float, float]
-    basemap: str
-    tianditu_key: str | None
-    path: str
-    query: list[tuple[str, str]]
     token: str | None
     layout_id: int | None
     refresh_s: float
@@ -63,13 +58,7 @@ def dispatch_map(page: DispatchPage) -> str:
     """The dispatcher page's HTML (local assets only)."""
     gcj02 = page.basemap == "amap"
     crs = "&crs=gcj02" if gcj02 else ""
-    fmap = page_map(
-        page.bounds,
-        basemap=page.basemap,
-        tianditu_key=page.tianditu_key,
-        switch_url=page.path,
-        switch_params=page.query,
-    )
+    fmap = page.new_map()
     if page.layout_id is not None:
         vector_tiles(
             f"/tiles/grids/{{z}}/{{x}}/{{y}}.pbf?layout={page.layout_id}{crs}",

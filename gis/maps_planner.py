@@ -18,7 +18,7 @@ import folium
 from folium.plugins import Draw
 
 from gis.maps import add_html, render
-from gis.maps_common import PageAssets, PageScript, legend, page_config, page_map
+from gis.maps_common import MapPage, PageAssets, PageScript, legend, page_config
 
 SCRIPT = "/static/maps/planner.js"
 
@@ -45,14 +45,9 @@ STYLE = """<style>
 
 
 @dataclass(frozen=True)
-class PlannerPage:
+class PlannerPage(MapPage):
     """What the planner page needs: the draft (or none), and layouts to choose from."""
 
-    bounds: tuple[float, float, float, float]
-    basemap: str
-    tianditu_key: str | None
-    path: str
-    query: list[tuple[str, str]]
     token: str | None
     layout: dict[str, Any] | None = None
     drafts: list[dict[str, Any]] = field(default_factory=list)
@@ -113,13 +108,7 @@ def _editor(layout: dict[str, Any], path: str) -> str:
 def planner_map(page: PlannerPage) -> str:
     """The planner page's HTML (local assets only)."""
     gcj02 = page.basemap == "amap"
-    fmap = page_map(
-        page.bounds,
-        basemap=page.basemap,
-        tianditu_key=page.tianditu_key,
-        switch_url=page.path,
-        switch_params=page.query,
-    )
+    fmap = page.new_map()
     fmap.get_root().header.add_child(folium.Element(STYLE))  # type: ignore[attr-defined]
     layout = page.layout
     drawn = folium.FeatureGroup(name="绘制 Drawing", control=False)

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from gis.crs import haversine_m
 from gis.maps import add_html, render
-from gis.maps_common import PageAssets, page_map, to_display, vector_tiles
+from gis.maps_common import MapPage, PageAssets, to_display, vector_tiles
 from gis.stops import Stops
 
 MAX_REPLAY_POINTS = 2000
@@ -27,14 +27,9 @@ TRACK_STYLE = "{color: '#7f7f7f', weight: 3, opacity: 0.7}"
 
 
 @dataclass(frozen=True)
-class TrackPage:
+class TrackPage(MapPage):
     """A device's fixes on a day (UTC µs, WGS-84) and the stops found in them."""
 
-    bounds: tuple[float, float, float, float]
-    basemap: str
-    tianditu_key: str | None
-    path: str
-    query: list[tuple[str, str]]
     device: dict[str, Any]
     day: date
     time_us: NDArray[np.int64]
@@ -127,13 +122,7 @@ def _day_form(page: TrackPage) -> str:
 def track_map(page: TrackPage) -> str:
     """The track replay page's HTML (local assets only)."""
     gcj02 = page.basemap == "amap"
-    fmap = page_map(
-        page.bounds,
-        basemap=page.basemap,
-        tianditu_key=page.tianditu_key,
-        switch_url=page.path,
-        switch_params=page.query,
-    )
+    fmap = page.new_map()
     vector_tiles(
         f"/tiles/tracks/{{z}}/{{x}}/{{y}}.pbf?device={page.device['id']}"
         f"&day={page.day.isoformat()}" + ("&crs=gcj02" if gcj02 else ""),
