@@ -75,11 +75,11 @@ def latlng_to_cells(lat: FloatArray, lon: FloatArray, res: int) -> IntArray:
 
 
 def cell_centres(cells: IntArray) -> tuple[FloatArray, FloatArray]:
-    """Centre (lat, lon) of each cell, WGS-84 degrees."""
+    """Centre (lon, lat) — x, y — of each cell, WGS-84 degrees, vectorised."""
     if len(cells) == 0:
         return np.empty(0), np.empty(0)
     batch = cells_to_coordinates(_u64(cells))
-    return np.asarray(batch["lat"], dtype=np.float64), np.asarray(batch["lng"], dtype=np.float64)
+    return np.asarray(batch["lng"], dtype=np.float64), np.asarray(batch["lat"], dtype=np.float64)
 
 
 def grid_disks(cells: IntArray, k: int) -> tuple[IntArray, IntArray]:
@@ -332,7 +332,7 @@ def cells_near_segments(
     hubs, hub_of = np.unique(mid, return_inverse=True)
     offsets, disk = grid_disks(hubs, k)
     found, found_at = np.unique(disk, return_inverse=True)
-    clat, clon = cell_centres(found)
+    clon, clat = cell_centres(found)
     # Candidates beyond ``reach`` of a hub's centre are near none of its segments: drop them
     # once per hub rather than once per segment.
     hub_at = np.repeat(np.arange(len(hubs)), np.diff(offsets))

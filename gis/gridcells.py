@@ -26,10 +26,11 @@ from h3ronpy import ContainmentMode
 from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
+from gis.cells import cell_centres
 from gis.gridmethods import GridError, check_wgs84
 from gis.gridpieces import IntArray, ObjArray
 
-__all__ = ["cell_centres", "cells_in_boundary", "grid_cells"]
+__all__ = ["cells_in_boundary", "grid_cells"]
 
 
 def _polyfill(geoms: ObjArray, resolution: int) -> tuple[NDArray[np.int64], IntArray]:
@@ -54,15 +55,6 @@ def cells_in_boundary(geom: BaseGeometry, resolution: int = 9) -> NDArray[np.int
     """Sorted H3 cells (int64) at ``resolution`` whose centre lies in ``geom`` (EPSG:4326)."""
     cells, _ = _polyfill(np.asarray([geom], dtype=object), resolution)
     return np.unique(cells)
-
-
-def cell_centres(cells: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Centre (lon, lat) of each H3 cell, degrees, vectorised."""
-    batch = h3v.cells_to_coordinates(np.asarray(cells, dtype=np.int64).view(np.uint64))
-    table = pa.record_batch(batch)
-    lat = table.column("lat").to_numpy()
-    lon = table.column("lng").to_numpy()
-    return np.asarray(lon, float), np.asarray(lat, float)
 
 
 def _resolve(

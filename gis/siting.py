@@ -31,8 +31,8 @@ import shapely
 from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
+from gis.cells import cell_centres
 from gis.crs import utm_epsg
-from gis.gridcells import cell_centres
 from gis.gridpieces import local_epsg, to_local, xy_to_local, xy_to_wgs84
 
 __all__ = [

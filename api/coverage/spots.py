@@ -25,7 +25,7 @@ from api.coverage.vehicles import vehicle_layout
 from api.errors import NotFound
 from api.layouts import area_prefix, get_layout
 from api.scope import Scope
-from gis.gridcells import cell_centres
+from gis.cells import cell_centres
 from gis.gridmethods import cell_polygons
 
 MAX_GRIDS = 2000

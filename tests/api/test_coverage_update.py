@@ -143,7 +143,7 @@ def test_update_equals_the_engine_and_is_idempotent(
 
 
 def _centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from gis.gridcells import cell_centres
+    from gis.cells import cell_centres
 
     return cell_centres(cells)
 

@@ -54,7 +54,7 @@ def _row(res: int = 9) -> list[int]:
 
 def test_straight_drive_along_a_row_of_cells_sees_every_cell_once() -> None:
     row = _row()
-    clat, clon = cell_centres(np.array(row, dtype=np.int64))
+    clon, clat = cell_centres(np.array(row, dtype=np.int64))
     lat, lon = _line(clat[0], clon[0], clat[-1], clon[-1], 181)  # ≈ 22 m steps, every 2 s
     device, t, _, _ = _fixes([(2.0 * k, 0.0, 0.0) for k in range(181)])
     visits = cell_visits(device, t, lat, lon)
@@ -107,7 +107,7 @@ def test_fifty_km_jump_in_ten_seconds_is_not_counted() -> None:
 
 def test_parked_vehicle_dwells_in_one_cell() -> None:
     cell = latlng_to_cells(np.array([44.0]), np.array([116.0]), 9)
-    clat, clon = cell_centres(cell)
+    clon, clat = cell_centres(cell)
     rng = np.random.default_rng(1)
     jitter = rng.normal(0.0, 3.0, (2, 360)) / M_PER_DEG
     device, t, _, _ = _fixes([(10.0 * k, 0.0, 0.0) for k in range(360)])
@@ -207,7 +207,7 @@ def test_sight_radius_adds_nearby_cells_as_sight_only() -> None:
     # brute force: every cell near the line, centre within 300 m of it
     near = h3.grid_disk(h3.int_to_str(int(path.cell[0])), 20)
     cells = np.array([h3.str_to_int(c) for c in near], dtype=np.int64)
-    clat, clon = cell_centres(cells)
+    clon, clat = cell_centres(cells)
     x = (clon - 116.0) * np.cos(np.radians(44.0)) * M_PER_DEG
     y = (clat - 44.0) * M_PER_DEG
     length = 0.03 * np.cos(np.radians(44.0)) * M_PER_DEG
