@@ -251,6 +251,8 @@ async def export_partition(
             async with conn.cursor() as cur, cur.copy(statement) as copy:
                 async for data in copy:
                     out.write(bytes(data))
+        if csv_path.stat().st_size == 0:  # an empty partition (created ahead, never written)
+            return 0
         return await asyncio.to_thread(write_geoparquet, csv_path, out_dir, day, skip=skip)
     finally:
         csv_path.unlink(missing_ok=True)

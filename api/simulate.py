@@ -139,6 +139,14 @@ async def send_batch(
     return report
 
 
+class _Busy(ConnectionError):
+    """429 or 503: not stored; resend after ``wait`` seconds (the server's ``Retry-After``)."""
+
+    def __init__(self, status: str, wait: float) -> None:
+        super().__init__(f"server answered {status}; retry in {wait:g}s")
+        self.wait = wait
+
+
 class _Link:
     """One vehicle's keep-alive HTTP connection; reconnects after any failure."""
 
@@ -165,8 +173,9 @@ class _Link:
             self.close()
             raise ConnectionError(str(exc)) from exc
         status = head[9:12].decode()
-        if status == "503":
-            raise ConnectionError("server busy (503)")
+        if status in ("429", "503"):  # rate-limited or database unavailable: keep and resend
+            wait = headers.get("retry-after", "1")
+            raise _Busy(status, float(wait) if wait.isdigit() else 1.0)
         return f"{status} {headers.get('x-gridpatrol-outcome', '')}".strip()
 
     def close(self) -> None:
@@ -202,12 +211,13 @@ async def _vehicle_sender(
             try:
                 report.answers[await link.exchange(request)] += 1
                 break
-            except ConnectionError:
+            except ConnectionError as exc:
                 if attempt == max_retries:
                     report.answers["gave up"] += 1
                     break
                 report.retries += 1
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                backoff = min(0.2 * 2**attempt, 5.0)
+                await asyncio.sleep(max(backoff, exc.wait) if isinstance(exc, _Busy) else backoff)
         report.sent += 1
         task.advance(1)
     link.close()

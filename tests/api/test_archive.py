@@ -25,6 +25,7 @@ from api.auth import SYSTEM
 from api.cli import app as cli
 from api.coverage.update import CoverageUpdater
 from api.devices import DeviceIn, create_device
+from api.ingest import partitions
 from api.ingest.fixes import FixBatch
 from api.ingest.store import Ingestor
 from api.settings import CoverageSettings, IngestSettings, Settings
@@ -174,3 +175,22 @@ def test_archive_keeps_tracks_and_coverage(
         "SELECT count(*), sum(fixes) FROM cell_visit WHERE device_id = ANY(%s)", (scene,)
     ).fetchone()
     assert after == visits
+
+
+def test_an_empty_day_partition_is_dropped_as_empty(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """A partition created ahead that never got a fix (or whose fixes were deleted) archives
+    as ``empty``: no files, the partition dropped."""
+    empty = date(2019, 12, 30)
+
+    async def go() -> archive.DayResult:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await partitions.ensure(conn, [empty], await partitions.existing(conn))
+            return await archive.archive_day(conn, tmp_path, empty)
+
+    result = run(go())
+    assert (result.status, result.rows, result.written) == ("empty", 0, 0)
+    name = partitions.partition_name(empty)
+    assert db.execute("SELECT to_regclass(%s)", (name,)).fetchone() == (None,)
+    assert not archive.day_dir(tmp_path, empty).exists()
