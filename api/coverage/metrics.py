@@ -145,7 +145,11 @@ async def unit_metrics(
         "gap": int(updater.settings.visit_gap_s * 1e6),
     }
     query = UNIT_METRICS.format(scope=scope.where("g.code", "g.code"))
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        # JIT compiling this query costs ≈ 0.5 s, more than it saves (league, 7 days: 1.18 s
+        # with, 0.85 s without); the visit sort fits in memory with a little more work_mem
+        await cur.execute("SET LOCAL jit = off")
+        await cur.execute("SET LOCAL work_mem = '64MB'")
         await cur.execute(query, params)
         rows = await cur.fetchall()
     facts = await _window_facts(conn, window)
