@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,7 +18,7 @@ import psycopg
 from api.demo import load_demo
 from api.protocols import jt808
 from api.protocols.jt808.terminal import Terminal
-from bench.common import throwaway_database, write_result
+from bench.common import rss_mb, throwaway_database, write_result
 from bench.load import server_process, wait_for_port
 
 VILLAGE = "152502100200"
@@ -96,23 +95,16 @@ def _decode_only(frames: list[list[bytes]]) -> tuple[int, float]:
     return reports, time.perf_counter() - began
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def _load(port: int, pid: int, frames: list[list[bytes]], per_message: int) -> dict[str, Any]:
     logins: list[int] = []
     ready = asyncio.Event()
     acked = [0] * TERMINALS
-    idle = _rss_mb(pid)
+    idle = rss_mb(pid)
     peak = [idle]
 
     async def sample() -> None:
         while True:
-            peak[0] = max(peak[0], _rss_mb(pid))
+            peak[0] = max(peak[0], rss_mb(pid))
             await asyncio.sleep(0.2)
 
     sampler = asyncio.get_running_loop().create_task(sample())
@@ -131,7 +123,7 @@ async def _load(port: int, pid: int, frames: list[list[bytes]], per_message: int
         "rss_idle_mb": idle,
         "seconds": elapsed,
         "rss_peak_mb": peak[0],
-        "rss_end_mb": _rss_mb(pid),
+        "rss_end_mb": rss_mb(pid),
     }
 
 

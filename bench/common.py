@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -80,3 +81,25 @@ def throwaway_database() -> Iterator[str]:
     finally:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size (VmRSS) of a process in MB; 0 when it has gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (``/proc/PID/stat``); 0 when gone."""
+    try:
+        # after the ")" closing the command name: field 3 (state) first, utime 14, stime 15
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
