@@ -130,6 +130,9 @@ class CoverageSettings(BaseSettings):
     sight_m: float = Field(default=0.0, ge=0, description="cells this close to the path count")
     update_interval_s: float = Field(default=30.0, gt=0, description="background update period")
     batch_device_days: int = Field(default=500, ge=1, description="device-days per update step")
+    claim_stale_s: float = Field(
+        default=900.0, gt=0, description="a claimed device-day not done this long is free again"
+    )
     max_window_days: int = Field(default=92, ge=1, description="longest report window")
     blind_spot_days: int = Field(default=7, ge=1, description="unseen this long = blind spot")
     checkpoint_radius_m: float = Field(default=300.0, gt=0, description="alert point visited")

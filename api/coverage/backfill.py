@@ -28,13 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from api.archive import day_dir, export_partition
 from api.coverage.rows import CELL_VISIT_COLUMNS, encode_cell_visits
 from api.coverage.update import CoverageUpdater
 from api.db.copyio import write_rows
 from api.ingest.partitions import existing
+from api.ingest.store import REMARK
 from api.progress import NullProgress, Progress
 from api.settings import CoverageSettings
 from gis.coverage import cell_visits
@@ -97,14 +98,14 @@ async def backfill_db(
     start = datetime(first.year, first.month, first.day, tzinfo=UTC) - timedelta(hours=8)
     end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(hours=16)
     await conn.execute(
-        """
+        sql.SQL("""
         INSERT INTO coverage_dirty (device_id, day)
         SELECT DISTINCT device_id, ((fix_time AT TIME ZONE 'UTC') + interval '8 hours')::date
           FROM position WHERE fix_time >= %(lo)s AND fix_time < %(hi)s
         UNION
         SELECT DISTINCT device_id, day FROM cell_visit WHERE day BETWEEN %(a)s AND %(b)s
-        ON CONFLICT DO NOTHING
-        """,
+        """)
+        + REMARK,
         {"lo": start, "hi": end, "a": first, "b": last},
     )
     update = await CoverageUpdater(settings).run(conn, progress=progress)

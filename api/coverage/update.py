@@ -1,10 +1,14 @@
 """Keep ``cell_visit`` (and its per-layout materialisation) up to date, incrementally.
 
-Ingest marks (device, local day) pairs dirty. An update step claims a batch of marks
-(``FOR UPDATE SKIP LOCKED``, so several workers never collide), recomputes those device-days
+Ingest marks (device, local day) pairs dirty. An update step claims a batch of marks in a short
+transaction of its own (``FOR UPDATE SKIP LOCKED``, so several workers never collide, and marks
+an ingest transaction is writing are left for the next step), recomputes those device-days
 whole from ``position`` — including the fixes within ``max_gap`` either side of the day, so
-segments across midnight are counted — and replaces their rows, all in the claiming
-transaction. Recomputing whole device-days makes the update idempotent and independent of the
+segments across midnight are counted — and replaces their rows in one transaction, which ends
+by releasing its claims. Ingest never waits on the long transaction: a fix arriving for a
+claimed mark only sets ``remarked``, and a remarked mark outlives the release, so its
+device-day is recomputed again. A claim older than ``claim_stale_s`` (a worker that died) is
+taken again. Recomputing whole device-days makes the update idempotent and independent of the
 order in which fixes arrived. The active layouts' ``grid_visit`` rows of those device-days are
 rebuilt in the same transaction; other layouts' materialised days are marked stale.
 """
@@ -67,10 +71,11 @@ class CoverageUpdater:
                 ),
                 [("h3", "int8"), ("grid", "int4")],
             )
-            self._indexes = {k: v for k, v in self._indexes.items() if k[0] != layout_id}
-            self._indexes[key] = LayoutIndex.build(
-                cells["h3"].astype(np.int64), cells["grid"].astype(np.int64)
+            index = await asyncio.to_thread(
+                LayoutIndex.build, cells["h3"].astype(np.int64), cells["grid"].astype(np.int64)
             )
+            self._indexes = {k: v for k, v in self._indexes.items() if k[0] != layout_id}
+            self._indexes[key] = index
         return self._indexes[key]
 
     def engine(self, fixes: np.ndarray) -> CellVisits:
@@ -88,7 +93,10 @@ class CoverageUpdater:
         )
 
     async def step(self, conn: AsyncConnection[Any], *, limit: int | None = None) -> UpdateReport:
-        """Claim up to ``limit`` dirty device-days and recompute them (one transaction)."""
+        """Claim up to ``limit`` dirty device-days and recompute them.
+
+        ``conn`` must be in autocommit mode: the claim commits before the recompute begins.
+        """
         report = UpdateReport()
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -96,33 +104,75 @@ class CoverageUpdater:
             claimed = await (
                 await conn.execute(
                     """
-                    DELETE FROM coverage_dirty d USING (
-                        SELECT device_id, day FROM coverage_dirty ORDER BY day, device_id
-                         LIMIT %s FOR UPDATE SKIP LOCKED) c
+                    UPDATE coverage_dirty d SET claimed_at = statement_timestamp(), remarked = false
+                      FROM (SELECT device_id, day FROM coverage_dirty
+                             WHERE claimed_at IS NULL
+                                OR claimed_at < now() - make_interval(secs => %s)
+                             ORDER BY day, device_id LIMIT %s FOR UPDATE SKIP LOCKED) c
                      WHERE d.device_id = c.device_id AND d.day = c.day
-                    RETURNING d.device_id, (d.day - date '1970-01-01')::int
+                    RETURNING d.device_id, (d.day - date '1970-01-01')::int, d.claimed_at
                     """,
-                    (limit or self.settings.batch_device_days,),
+                    (self.settings.claim_stale_s, limit or self.settings.batch_device_days),
                 )
             ).fetchall()
-            by_day: dict[int, list[int]] = defaultdict(list)
-            for device, day in claimed:
-                by_day[day].append(device)
-            active = [
-                r[0]
-                for r in await (
-                    await conn.execute(
-                        "SELECT id FROM grid_layout WHERE status = 'active' ORDER BY id"
-                    )
-                ).fetchall()
-            ]
-            for day, devices in sorted(by_day.items()):
-                n_fixes, n_rows = await self._recompute(conn, day, sorted(devices), active)
-                report.fixes += n_fixes
-                report.cell_rows += n_rows
+        if not claimed:
+            report.seconds = loop.time() - began
+            return report
+        active = [
+            r[0]
+            for r in await (
+                await conn.execute("SELECT id FROM grid_layout WHERE status = 'active' ORDER BY id")
+            ).fetchall()
+        ]
+        for layout_id in active:  # outside the transaction: a cold index takes seconds to build
+            await self.layout_index(conn, layout_id)
+        by_day: dict[int, list[int]] = defaultdict(list)
+        for device, day, _ in claimed:
+            by_day[day].append(device)
+        try:
+            async with conn.transaction():
+                for day, devices in sorted(by_day.items()):
+                    n_fixes, n_rows = await self._recompute(conn, day, sorted(devices), active)
+                    report.fixes += n_fixes
+                    report.cell_rows += n_rows
+                await self._release(conn, claimed)
+        except BaseException:
+            if not conn.closed:  # give the marks back at once rather than after the stale limit
+                await self._release(conn, claimed, done=False)
+            raise
         report.device_days = len(claimed)
         report.seconds = loop.time() - began
         return report
+
+    @staticmethod
+    async def _release(
+        conn: AsyncConnection[Any], claimed: list[tuple[int, int, Any]], *, done: bool = True
+    ) -> None:
+        """Drop this step's marks (``done``), except those a fix remarked meanwhile, which are
+        unclaimed to be recomputed again; not ``done``: unclaim them all. Locks are taken in
+        (device, day) order, the order ingest takes them in."""
+        await conn.execute(
+            """
+            WITH mine AS (
+                SELECT d.device_id, d.day, d.remarked OR NOT %(done)s AS keep
+                  FROM coverage_dirty d
+                  JOIN unnest(%(devices)s::int[], %(days)s::date[]) AS u(device_id, day)
+                    ON d.device_id = u.device_id AND d.day = u.day
+                 WHERE d.claimed_at = %(stamp)s
+                 ORDER BY d.device_id, d.day FOR UPDATE OF d),
+            gone AS (
+                DELETE FROM coverage_dirty d USING mine
+                 WHERE d.device_id = mine.device_id AND d.day = mine.day AND NOT mine.keep)
+            UPDATE coverage_dirty d SET claimed_at = NULL, remarked = false FROM mine
+             WHERE d.device_id = mine.device_id AND d.day = mine.day AND mine.keep
+            """,
+            {
+                "done": done,
+                "devices": [c[0] for c in claimed],
+                "days": [str(DAY_EPOCH + c[1]) for c in claimed],
+                "stamp": claimed[0][2],
+            },
+        )
 
     async def _recompute(
         self, conn: AsyncConnection[Any], day: int, devices: list[int], active: list[int]

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from numpy.typing import NDArray
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection, errors, sql
 
 from api.dispatch.arrival import mark_arrivals
 from api.ingest import partitions
@@ -393,6 +393,15 @@ LOCAL_OFFSET_US = 8 * 3_600_000_000  # coverage days are China local days (UTC+8
 MIDNIGHT_MARGIN_US = 3_600_000_000
 
 
+# A mark already there is locked until the marking transaction commits (so an update step
+# skips it, never reading before these fixes are visible); if an update step has claimed it,
+# ``remarked`` keeps it for another recompute (see api.coverage.update).
+REMARK = sql.SQL(
+    " ON CONFLICT (device_id, day) DO UPDATE SET remarked = true "
+    "WHERE coverage_dirty.claimed_at IS NOT NULL"
+)
+
+
 async def mark_dirty(
     conn: AsyncConnection[Any], device_id: NDArray[np.int64], time_us: NDArray[np.int64]
 ) -> None:
@@ -408,9 +417,11 @@ async def mark_dirty(
     days = np.r_[day, day[tod < MIDNIGHT_MARGIN_US] - 1, day[tod > DAY_US - MIDNIGHT_MARGIN_US] + 1]
     pairs = np.unique(np.stack([devices, days], axis=1), axis=0)
     await conn.execute(
-        "INSERT INTO coverage_dirty (device_id, day) "
-        "SELECT d, date '1970-01-01' + n FROM unnest(%s::int[], %s::int[]) AS u(d, n) "
-        "ON CONFLICT (device_id, day) DO NOTHING",
+        sql.SQL(
+            "INSERT INTO coverage_dirty (device_id, day) "
+            "SELECT d, date '1970-01-01' + n FROM unnest(%s::int[], %s::int[]) AS u(d, n)"
+        )
+        + REMARK,
         (pairs[:, 0].tolist(), pairs[:, 1].tolist()),
     )
 
@@ -422,4 +433,4 @@ def _raw(batch: FixBatch, i: int) -> str:
     return f"device={batch.device[i]} t_us={batch.time_us[i]} lat={batch.lat[i]} lon={batch.lon[i]}"
 
 
-__all__ = ["CODE", "FIELD_OF", "Ingestor", "StoreResult"]
+__all__ = ["CODE", "FIELD_OF", "REMARK", "Ingestor", "StoreResult", "mark_dirty"]
