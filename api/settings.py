@@ -130,6 +130,9 @@ class CoverageSettings(BaseSettings):
     sight_m: float = Field(default=0.0, ge=0, description="cells this close to the path count")
     update_interval_s: float = Field(default=30.0, gt=0, description="background update period")
     batch_device_days: int = Field(default=500, ge=1, description="device-days per update step")
+    chunk_device_days: int = Field(
+        default=250, ge=1, description="device-days per pipelined chunk (≈1 M fixes at 10 s)"
+    )
     claim_stale_s: float = Field(
         default=900.0, gt=0, description="a claimed device-day not done this long is free again"
     )

@@ -22,6 +22,7 @@ from api.db.copyio import (
     TRAILER,
     fill_int8_array,
     int8_array_field,
+    read_grouped,
     read_rows,
     write_rows,
 )
@@ -214,14 +215,20 @@ async def write_grid_days(conn: AsyncConnection[Any], layout_id: int, days: Grid
 async def read_fixes(
     conn: AsyncConnection[Any], devices: list[int], start_us: int, end_us: int
 ) -> NDArray[np.void]:
-    """Fixes of ``devices`` in [start, end) as (device, t µs Unix, lat, lon), any order."""
+    """Fixes of ``devices`` in [start, end) as (device, t raw PostgreSQL µs, lat, lon), grouped
+    by device, any order within."""
     query = sql.SQL(
-        "SELECT device_id, fix_time, lat, lon FROM position "
-        "WHERE device_id = ANY({devices}) AND fix_time >= {lo} AND fix_time < {hi}"
+        "SELECT device_id, array_agg(fix_time), array_agg(lat), array_agg(lon) FROM position "
+        "WHERE device_id = ANY({devices}) AND fix_time >= {lo} AND fix_time < {hi} "
+        "GROUP BY device_id"
     ).format(
         devices=sql.Literal(devices),
         lo=sql.Literal(from_time_us(start_us)),
         hi=sql.Literal(from_time_us(end_us)),
     )
-    fields = [("device", "int4"), ("t", "timestamptz"), ("lat", "float8"), ("lon", "float8")]
-    return await read_rows(conn, query, fields)
+    return await read_grouped(
+        conn,
+        query,
+        [("device", "int4")],
+        [("t", "timestamptz"), ("lat", "float8"), ("lon", "float8")],
+    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +25,19 @@ import numpy as np
 from psycopg import AsyncConnection, sql
 
 from api.coverage.rows import read_fixes, write_cell_visits, write_grid_days
-from api.db.copyio import read_rows
+from api.db.copyio import read_grouped
 from api.progress import NullProgress, Progress
 from api.settings import CoverageSettings
 from gis.coverage import CellVisits, cell_visits, day_start_us
-from gis.visits import LayoutIndex, grid_days
+from gis.visits import GridDays, LayoutIndex, grid_days
 
 DAY_EPOCH = np.datetime64("1970-01-01", "D")
+PIPELINE = 2  # chunks in the engine at once (the machine this was sized on has 2 cores)
+
+
+def _chunks(devices: list[int], size: int) -> list[list[int]]:
+    n = max(1, -(-len(devices) // size))
+    return [list(map(int, part)) for part in np.array_split(np.asarray(devices), n)]
 
 
 @dataclass
@@ -64,12 +70,14 @@ class CoverageUpdater:
             raise LookupError(f"no layout {layout_id}")
         key = (layout_id, int(row[0]))
         if key not in self._indexes:
-            cells = await read_rows(
+            cells = await read_grouped(
                 conn,
-                sql.SQL("SELECT h3, grid_id FROM grid_cell WHERE layout_id = {}").format(
-                    sql.Literal(layout_id)
-                ),
-                [("h3", "int8"), ("grid", "int4")],
+                sql.SQL(
+                    "SELECT grid_id, array_agg(h3) FROM grid_cell WHERE layout_id = {} "
+                    "GROUP BY grid_id"
+                ).format(sql.Literal(layout_id)),
+                [("grid", "int4")],
+                [("h3", "int8")],
             )
             index = await asyncio.to_thread(
                 LayoutIndex.build, cells["h3"].astype(np.int64), cells["grid"].astype(np.int64)
@@ -177,27 +185,51 @@ class CoverageUpdater:
     async def _recompute(
         self, conn: AsyncConnection[Any], day: int, devices: list[int], active: list[int]
     ) -> tuple[int, int]:
+        """Replace the rows of ``devices`` on ``day``: returns (fixes read, cell visits).
+
+        The devices go through in chunks, pipelined: while the connection reads one chunk's
+        fixes or writes another's rows, the engine runs on up to ``PIPELINE`` chunks in worker
+        threads (h3 and numpy release the GIL), so a large step keeps both the database and
+        the cores busy instead of taking turns.
+        """
         margin = int(self.settings.max_gap_s * 1e6)
         start = int(day_start_us(day)) - margin
         end = int(day_start_us(day + 1)) + margin
-        fixes = await read_fixes(conn, devices, start, end)
-        visits = await asyncio.to_thread(self.engine, fixes)
-        visits = visits.select(visits.day == day)
         date = str(DAY_EPOCH + day)
+        indexes = {layout_id: await self.layout_index(conn, layout_id) for layout_id in active}
         await conn.execute(
             "DELETE FROM cell_visit WHERE day = %s AND device_id = ANY(%s)", (date, devices)
         )
-        await write_cell_visits(conn, visits)
-        await self._device_days(conn, day, devices, visits)
+        await conn.execute(
+            "DELETE FROM device_day WHERE day = %s AND device_id = ANY(%s)", (date, devices)
+        )
+        await conn.execute(
+            "DELETE FROM grid_visit WHERE layout_id = ANY(%s) AND day = %s AND device_id = ANY(%s)",
+            (active, date, devices),
+        )
+        n_fixes = n_rows = 0
+        computing: deque[asyncio.Future[tuple[CellVisits, dict[int, GridDays]]]] = deque()
+
+        async def write_oldest() -> None:
+            nonlocal n_rows
+            visits, per_layout = await computing.popleft()
+            await write_cell_visits(conn, visits)
+            await self._device_days(conn, date, visits)
+            for layout_id, days in per_layout.items():
+                await write_grid_days(conn, layout_id, days)
+            n_rows += len(visits)
+
+        for chunk in _chunks(devices, self.settings.chunk_device_days):
+            fixes = await read_fixes(conn, chunk, start, end)
+            n_fixes += len(fixes)
+            computing.append(asyncio.ensure_future(asyncio.to_thread(
+                self._compute, fixes, day, indexes
+            )))  # fmt: skip
+            if len(computing) >= PIPELINE:
+                await write_oldest()
+        while computing:
+            await write_oldest()
         for layout_id in active:
-            index = await self.layout_index(conn, layout_id)
-            await conn.execute(
-                "DELETE FROM grid_visit WHERE layout_id = %s AND day = %s AND device_id = ANY(%s)",
-                (layout_id, date, devices),
-            )
-            await write_grid_days(
-                conn, layout_id, await asyncio.to_thread(grid_days, visits, index)
-            )
             await conn.execute(
                 "INSERT INTO grid_visit_day (layout_id, day) VALUES (%s, %s) "
                 "ON CONFLICT (layout_id, day) DO UPDATE SET built_at = now()",
@@ -208,15 +240,19 @@ class CoverageUpdater:
             "DELETE FROM grid_visit_day WHERE day = %s AND NOT (layout_id = ANY(%s))",
             (date, active),
         )
-        return len(fixes), len(visits)
+        return n_fixes, n_rows
 
-    async def _device_days(
-        self, conn: AsyncConnection[Any], day: int, devices: list[int], visits: CellVisits
-    ) -> None:
-        date = str(DAY_EPOCH + day)
-        await conn.execute(
-            "DELETE FROM device_day WHERE day = %s AND device_id = ANY(%s)", (date, devices)
-        )
+    def _compute(
+        self, fixes: np.ndarray, day: int, indexes: dict[int, LayoutIndex]
+    ) -> tuple[CellVisits, dict[int, GridDays]]:
+        """One chunk's cell visits on ``day`` and their per-grid rows under each layout."""
+        visits = self.engine(fixes)
+        visits = visits.select(visits.day == day)
+        return visits, {layout_id: grid_days(visits, index) for layout_id, index in indexes.items()}
+
+    @staticmethod
+    async def _device_days(conn: AsyncConnection[Any], date: str, visits: CellVisits) -> None:
+        """Per-device totals of one chunk's visits (its devices' old rows are gone already)."""
         if len(visits) == 0:
             return
         dev, count = np.unique(visits.device, return_counts=True)
