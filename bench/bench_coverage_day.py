@@ -3,8 +3,8 @@ positions table to updated ``cell_visit`` (and the active layouts' ``grid_visit`
 league-wide 7-day coverage per grid from those aggregates.
 
 Targets: the day's update < 15 s; 7-day league coverage per grid < 1 s. Baselines in the same
-run: reading the day's fixes alone, as the update reads them (it cannot be faster than its input), and
-a bare scan of the same grid_visit rows the coverage query aggregates.
+run: reading the day's fixes alone, as the update reads them (it cannot be faster than its
+input), and a bare scan of the same grid_visit rows the coverage query aggregates.
 """
 
 from __future__ import annotations
@@ -138,7 +138,9 @@ async def _run(url: str, vehicles: int, hours: float) -> dict[str, Any]:
         "cell_visit_rows": int(cell_rows),
         "update_s": round(update_s, 2),
         "update_fixes_per_s": round(stored / update_s),
-        "baseline": "the update's own read alone: the day's fixes as one binary COPY row per device",
+        "baseline": (
+            "the update's own read alone: the day's fixes as one binary COPY row per device"
+        ),
         "baseline_read_s": round(bare_read_s, 2),
         "ratio_to_bare_read": round(bare_read_s / update_s, 3),
         "target_update_s": 15,
