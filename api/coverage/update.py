@@ -290,12 +290,17 @@ class CoverageUpdater:
         progress: Progress | None = None,
         max_steps: int | None = None,
     ) -> UpdateReport:
-        """Steps until no dirty device-day is left (or ``max_steps``)."""
+        """Steps until the device-days dirty at the start are done (or ``max_steps``). Under
+        live ingest, today's marks come back as fast as they are done: those are left for the
+        next run rather than keeping this one going for as long as the vehicles drive."""
         progress = progress or NullProgress()
         pending = await (await conn.execute("SELECT count(*) FROM coverage_dirty")).fetchone()
-        task = progress.task("覆盖率 coverage", pending[0] if pending else None)
+        backlog = int(pending[0]) if pending else 0
+        task = progress.task("覆盖率 coverage", backlog)
         total = UpdateReport()
         for _ in itertools.count() if max_steps is None else range(max_steps):
+            if total.device_days >= backlog:
+                break
             step = await self.step(conn)
             if step.device_days == 0:
                 break

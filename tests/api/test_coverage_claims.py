@@ -158,3 +158,44 @@ def test_a_failed_step_gives_its_claims_back(db_url: str, db: psycopg.Connection
     run(_update(db_url))
     assert _marks(db, ids) == []
     assert _fixes_counted(db, ids) == len(tracks)
+
+
+@pytest.mark.usefixtures("demo")
+def test_a_run_does_its_backlog_and_leaves_what_arrives_meanwhile(
+    db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    idents, area = run(_setup(db_url, 2))
+    tracks = _tracks(area, 2, seed=43)
+    run(_update(db_url))
+    first = tracks.vehicle == 0
+    run(_store(db_url, _batch(idents, tracks, np.flatnonzero(first))))
+    ids = _ids(db, idents)
+    backlog = len(_marks(db, ids))
+    late = _batch(idents, tracks, np.flatnonzero(~first))
+
+    @dataclass
+    class Busy(CoverageUpdater):
+        """The second vehicle reports while the first step runs."""
+
+        late_marks: int = 0
+
+        async def _recompute(
+            self, conn: Any, day: int, devices: list[int], active: list[int]
+        ) -> Any:
+            if not self.late_marks:
+                await _store(db_url, late)
+                self.late_marks = len(_marks(db, ids[1:]))
+            return await super()._recompute(conn, day, devices, active)
+
+    busy = Busy(CoverageSettings(batch_device_days=1))
+
+    async def busy_run() -> int:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            return (await busy.run(conn)).device_days
+
+    assert run(busy_run()) == backlog  # one device-day per step, as many steps as the backlog
+    assert busy.late_marks > 0
+    assert len(_marks(db, ids)) == busy.late_marks  # as many left as came in meanwhile
+    run(_update(db_url))
+    assert _marks(db, ids) == []
+    assert _fixes_counted(db, ids) == len(tracks)
