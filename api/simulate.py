@@ -4,7 +4,9 @@ Vehicles are registered as devices of their villages (2 per village, as in 草�
 from ``gis.simulation``, and fixes travel the way real terminals send them: OsmAnd HTTP requests
 (one keep-alive connection per vehicle, retried on failure as Traccar Client does), or the batch
 ingest path in-process. ``speedup`` paces sending against the simulated clock (0 = as fast as
-possible); the report says what was sent and what the server answered.
+possible), each vehicle at its own phase of its reporting interval, as terminals that booted at
+different moments are (not all in the same instant); the report says what was sent and what the
+server answered.
 """
 
 from __future__ import annotations
@@ -223,6 +225,20 @@ async def _vehicle_sender(
     link.close()
 
 
+def send_phases(
+    tracks: FleetTracks, bounds: NDArray[np.int64], speedup: float, *, seed: int = 0
+) -> list[float]:
+    """Wall seconds each vehicle's sending is shifted by: uniform over its own reporting
+    interval (the median gap of its fixes) at ``speedup``; all 0 when not paced."""
+    rng = np.random.default_rng(seed)
+    phases = []
+    for a, b in itertools.pairwise(bounds.tolist()):
+        gaps = np.diff(tracks.time_us[a:b])
+        interval_s = float(np.median(gaps)) / 1e6 if len(gaps) else 0.0
+        phases.append(float(rng.uniform(0.0, interval_s)) / speedup if speedup > 0 else 0.0)
+    return phases
+
+
 async def send_osmand(
     tracks: FleetTracks,
     identifiers: list[str],
@@ -238,21 +254,22 @@ async def send_osmand(
     report = SendReport()
     task = progress.task("模拟 OsmAnd", len(tracks))
     loop = asyncio.get_running_loop()
-    clock = (loop.time(), int(tracks.time_us.min()) if len(tracks) else 0, speedup)
+    wall0, sim0 = loop.time(), int(tracks.time_us.min()) if len(tracks) else 0
     began = time.perf_counter()
     bounds = np.r_[0, np.flatnonzero(np.diff(tracks.vehicle)) + 1, len(tracks)]
+    phases = send_phases(tracks, bounds, speedup)
     senders = [
         _vehicle_sender(
             _Link(host, port),
             identifiers[int(tracks.vehicle[a])],
             tracks,
             range(a, b),
-            clock,
+            (wall0 + phase, sim0, speedup),
             report,
             task,
             max_retries,
         )
-        for a, b in itertools.pairwise(bounds.tolist())
+        for (a, b), phase in zip(itertools.pairwise(bounds.tolist()), phases, strict=True)
         if b > a
     ]
     await asyncio.gather(*senders)

@@ -163,3 +163,20 @@ def test_cli_simulate_batch_and_replay_the_bus_file(
     duplicates = 12354 - counts[0] - rejected[0]
     assert duplicates >= 6  # the file's 6 exact duplicate rows are stored once
     assert counts[0] > 12_000
+
+
+def test_paced_vehicles_report_at_their_own_phase() -> None:
+    """Terminals boot at different moments: paced sending spreads the vehicles over one
+    reporting interval instead of sending every vehicle's fix in the same instant."""
+    from gis.simulation import simulate_fleet
+
+    areas = [shapely.box(116.0 + i * 0.01, 44.0, 116.005 + i * 0.01, 44.005) for i in range(40)]
+    tracks = simulate_fleet(areas, hours=0.5, interval_s=10, start_us=1_700_000_000_000_000, seed=1)
+    bounds = np.r_[0, np.flatnonzero(np.diff(tracks.vehicle)) + 1, len(tracks)]
+    phases = np.array(sim.send_phases(tracks, bounds, speedup=10.0))
+    assert len(phases) == len(areas)
+    assert phases.min() >= 0.0
+    assert phases.max() < 1.0  # within one 10 s interval at 10×
+    assert len(np.unique(phases)) == len(areas)
+    assert phases.max() - phases.min() > 0.5  # spread, not bunched
+    assert sim.send_phases(tracks, bounds, speedup=0.0) == [0.0] * len(areas)  # flat out
