@@ -149,6 +149,20 @@ class _Busy(ConnectionError):
         self.wait = wait
 
 
+async def http_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, dict[str, str]]:
+    """One request on a keep-alive HTTP/1.1 connection: (status, headers lower-cased); the
+    body is read and dropped. Raises what the stream raises when the connection fails."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    if int(headers.get("content-length", 0)):
+        await reader.readexactly(int(headers["content-length"]))
+    return int(lines[0][9:12]), headers
+
+
 class _Link:
     """One vehicle's keep-alive HTTP connection; reconnects after any failure."""
 
@@ -162,19 +176,11 @@ class _Link:
         try:
             if self.writer is None or self.reader is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            self.writer.write(request)
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            headers = dict(
-                line.decode().lower().split(": ", 1)
-                for line in head.split(b"\r\n")[1:]
-                if b": " in line
-            )
-            if int(headers.get("content-length", 0)):
-                await self.reader.readexactly(int(headers["content-length"]))
+            code, headers = await http_exchange(self.reader, self.writer, request)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             self.close()
             raise ConnectionError(str(exc)) from exc
-        status = head[9:12].decode()
+        status = str(code)
         if status in ("429", "503"):  # rate-limited or database unavailable: keep and resend
             wait = headers.get("retry-after", "1")
             raise _Busy(status, float(wait) if wait.isdigit() else 1.0)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -22,12 +21,9 @@ from api.coverage import metrics
 from api.coverage.rows import read_fixes
 from api.coverage.update import CoverageUpdater
 from api.demo import load_demo
-from api.ingest.fixes import FixBatch
-from api.ingest.store import Ingestor
 from api.scope import Scope
-from api.settings import CoverageSettings, IngestSettings
-from api.simulate import fleet_tracks, load_fleet, register_fleet
-from bench.common import throwaway_database, write_result
+from api.settings import CoverageSettings
+from bench.common import simulated_day, throwaway_database, write_result
 
 CHUNK = 1_000_000
 
@@ -35,26 +31,7 @@ CHUNK = 1_000_000
 async def _run(url: str, vehicles: int, hours: float) -> dict[str, Any]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await load_demo(conn)
-        fleet = await load_fleet(conn, vehicles)
-        # the shift ends at 20:00 China time yesterday, so the whole day is one local day
-        yesterday = (datetime.now(UTC) + timedelta(hours=8)).date() - timedelta(days=1)
-        end = datetime(*yesterday.timetuple()[:3], 12, tzinfo=UTC)  # 20:00 China = 12:00 UTC
-        tracks = fleet_tracks(
-            fleet, hours=hours, interval_s=10, end_us=int(end.timestamp() * 1e6), seed=110
-        )
-        await register_fleet(conn, fleet, tracks.gcj02)
-        ingestor = Ingestor(IngestSettings())
-        ids = np.asarray(fleet.identifiers, dtype=object)
-        for lo in range(0, len(tracks), CHUNK):
-            sel = np.arange(lo, min(lo + CHUNK, len(tracks)))
-            batch = FixBatch.from_columns(
-                device=ids[tracks.vehicle[sel]],
-                time_us=tracks.time_us[sel],
-                lat=tracks.lat[sel],
-                lon=tracks.lon[sel],
-            )
-            await ingestor.prepare(conn, batch)
-            await ingestor.store(conn, batch, protocol="batch")
+        yesterday, end, _ = await simulated_day(conn, vehicles, hours, seed=110)
         stored = (await (await conn.execute("SELECT count(*) FROM position")).fetchone())[0]  # type: ignore[index]
         device_days = (
             await (await conn.execute("SELECT count(*) FROM coverage_dirty")).fetchone()

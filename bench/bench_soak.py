@@ -60,7 +60,7 @@ from api.protocols.jt808.fleet import MAX_SPEED_MS, assign_phones
 from api.protocols.jt808.location import Location
 from api.protocols.jt808.messages import ReplyResult
 from api.protocols.jt808.terminal import Terminal, TerminalError
-from api.simulate import load_fleet, register_fleet
+from api.simulate import http_exchange, load_fleet, register_fleet
 from api.users import create_user
 from bench.common import (
     cpu_seconds,
@@ -366,7 +366,9 @@ class _OsmAnd(_Device):
                 self.link = await asyncio.wait_for(
                     asyncio.open_connection(HOST, self.port), REPLY_TIMEOUT_S
                 )
-            status, headers = await asyncio.wait_for(_exchange(self.link, request), REPLY_TIMEOUT_S)
+            status, headers = await asyncio.wait_for(
+                http_exchange(*self.link, request), REPLY_TIMEOUT_S
+            )
         except TimeoutError:
             await self.close()
             return "osmand timeout", "retry", None
@@ -388,19 +390,6 @@ class _OsmAnd(_Device):
             with contextlib.suppress(Exception):
                 self.link[1].close()
         self.link = None
-
-
-async def _exchange(
-    link: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes
-) -> tuple[int, dict[str, str]]:
-    reader, writer = link
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
-    if int(headers.get("content-length", 0)):
-        await reader.readexactly(int(headers["content-length"]))
-    return int(lines[0][9:12]), headers
 
 
 class _Jt808(_Device):

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +33,17 @@ from api.auth import SYSTEM
 from api.coverage.update import CoverageUpdater
 from api.db.cluster import free_port
 from api.demo import load_demo
-from api.ingest.fixes import FixBatch
-from api.ingest.store import Ingestor
 from api.scope import Scope
 from api.settings import (
     ApiSettings,
     CoverageSettings,
     DatabaseSettings,
-    IngestSettings,
     Jt808Settings,
     OsmAndSettings,
     Settings,
 )
-from api.simulate import fleet_tracks, load_fleet, register_fleet
 from api.users import create_user
-from bench.common import percentiles_ms, throwaway_database, write_result
+from bench.common import percentiles_ms, simulated_day, throwaway_database, write_result
 from tiles.layers import LAYERS
 from tiles.sql import TILE_SQL, tile_params, tile_query
 from tiles.tilemath import Tile, tile_at
@@ -66,25 +62,7 @@ async def _prepare(url: str, vehicles: int, hours: float) -> dict[str, Any]:
     """Demo, one simulated day of coverage, copied to the six days before it."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await load_demo(conn)
-        fleet = await load_fleet(conn, vehicles)
-        day = (datetime.now(UTC) + timedelta(hours=8)).date() - timedelta(days=1)
-        end = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)  # 20:00 China time
-        tracks = fleet_tracks(
-            fleet, hours=hours, interval_s=10, end_us=int(end.timestamp() * 1e6), seed=1010
-        )
-        await register_fleet(conn, fleet, tracks.gcj02)
-        ingestor = Ingestor(IngestSettings())
-        ids = np.asarray(fleet.identifiers, dtype=object)
-        for lo in range(0, len(tracks), CHUNK):
-            sel = np.arange(lo, min(lo + CHUNK, len(tracks)))
-            batch = FixBatch.from_columns(
-                device=ids[tracks.vehicle[sel]],
-                time_us=tracks.time_us[sel],
-                lat=tracks.lat[sel],
-                lon=tracks.lon[sel],
-            )
-            await ingestor.prepare(conn, batch)
-            await ingestor.store(conn, batch, protocol="batch")
+        day, _, _ = await simulated_day(conn, vehicles, hours, seed=1010)
         await CoverageUpdater(CoverageSettings()).run(conn)
         await conn.execute(
             """

@@ -1,4 +1,5 @@
-"""Shared benchmark helpers: result files, timing, percentiles, a throwaway database."""
+"""Shared benchmark helpers: result files, timing, percentiles, a throwaway database, a
+simulated patrol day stored through the ingest path."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from psycopg import AsyncConnection
 
 from api.db import migrate
 from api.db.cluster import EmbeddedCluster, free_port
+from api.ingest.fixes import FixBatch
+from api.ingest.store import Ingestor
+from api.settings import IngestSettings
+from api.simulate import fleet_tracks, load_fleet, register_fleet
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -103,3 +109,30 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def simulated_day(
+    conn: AsyncConnection[Any], vehicles: int, hours: float, *, seed: int, chunk: int = 1_000_000
+) -> tuple[date, datetime, int]:
+    """The demo fleet's shift ending at 20:00 China time yesterday (so one local day), stored
+    through batch ingest: returns (that day, the shift's end, fixes simulated)."""
+    fleet = await load_fleet(conn, vehicles)
+    day = (datetime.now(UTC) + timedelta(hours=8)).date() - timedelta(days=1)
+    end = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)  # 20:00 China = 12:00 UTC
+    tracks = fleet_tracks(
+        fleet, hours=hours, interval_s=10, end_us=int(end.timestamp() * 1e6), seed=seed
+    )
+    await register_fleet(conn, fleet, tracks.gcj02)
+    ingestor = Ingestor(IngestSettings())
+    ids = np.asarray(fleet.identifiers, dtype=object)
+    for lo in range(0, len(tracks), chunk):
+        sel = np.arange(lo, min(lo + chunk, len(tracks)))
+        batch = FixBatch.from_columns(
+            device=ids[tracks.vehicle[sel]],
+            time_us=tracks.time_us[sel],
+            lat=tracks.lat[sel],
+            lon=tracks.lon[sel],
+        )
+        await ingestor.prepare(conn, batch)
+        await ingestor.store(conn, batch, protocol="batch")
+    return day, end, len(tracks)

@@ -25,6 +25,7 @@ import psycopg
 from api.protocols.jt808.location import Location
 from api.protocols.jt808.messages import ReplyResult
 from api.protocols.jt808.terminal import Terminal, TerminalError
+from api.simulate import http_exchange
 
 LAT, LON = 43.93, 116.07  # 锡林浩特
 RETRY_S = 0.2
@@ -111,7 +112,7 @@ class Fleet:
                     if link is None:
                         link = await asyncio.open_connection("127.0.0.1", self.osmand_port)
                     status, headers = await asyncio.wait_for(
-                        _exchange(link, request), REPLY_TIMEOUT_S
+                        http_exchange(*link, request), REPLY_TIMEOUT_S
                     )
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                     self.answers["osmand connection error"] += 1
@@ -180,19 +181,6 @@ class Fleet:
             signal_strength=25,
             satellites=12,
         )
-
-
-async def _exchange(
-    link: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes
-) -> tuple[int, dict[str, str]]:
-    reader, writer = link
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
-    if int(headers.get("content-length", 0)):
-        await reader.readexactly(int(headers["content-length"]))
-    return int(lines[0][9:12]), headers
 
 
 def _close(link: tuple[Any, asyncio.StreamWriter] | None) -> None:
