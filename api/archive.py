@@ -33,7 +33,7 @@ from pyproj import CRS
 
 from api.ingest.partitions import existing, partition_name
 from api.progress import NullProgress, Progress
-from api.settings import RetentionSettings, Settings
+from api.settings import RetentionSettings
 
 _CSV_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("county", pa.string()),
@@ -101,11 +101,6 @@ _KEY_SHIFT = 40  # device id << 40 | µs into the UTC day (a day is < 2^37 µs)
 
 class ArchiveError(ValueError):
     """A day cannot be archived (coverage pending, counts differ …); nothing was dropped."""
-
-
-def archive_root(settings: Settings) -> Path:
-    """The archive directory: ``GRIDPATROL_RETENTION_ARCHIVE_DIR`` or ``<state dir>/archive``."""
-    return settings.retention.archive_dir or settings.api.state_dir / "archive"
 
 
 def day_dir(root: Path, day: date) -> Path:

@@ -230,3 +230,9 @@ class Settings:
 def get_settings() -> Settings:
     """Read settings from the environment now (no module-level singleton)."""
     return Settings()
+
+
+def archive_root(settings: Settings) -> Path:
+    """The archive directory: ``GRIDPATROL_RETENTION_ARCHIVE_DIR`` or ``<state dir>/archive``
+    (here, not in ``api.archive``, so that naming it does not load pyarrow into the server)."""
+    return settings.retention.archive_dir or settings.api.state_dir / "archive"

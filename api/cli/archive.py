@@ -11,6 +11,7 @@ from api import archive as archiving
 from api.cli.common import connect, is_tty, run_async, settings_and_url
 from api.coverage.update import CoverageUpdater
 from api.progress import cli_progress
+from api.settings import archive_root
 
 
 def archive(
@@ -30,7 +31,7 @@ def archive(
 ) -> None:
     settings, url = settings_and_url()
     policy = settings.retention
-    root = directory or archiving.archive_root(settings)
+    root = directory or archive_root(settings)
     cutoff = date.fromisoformat(before) if before else archiving.default_before(policy)
 
     async def go() -> archiving.ArchiveReport:

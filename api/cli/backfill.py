@@ -10,11 +10,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from api.archive import archive_root
 from api.cli.common import connect, is_tty, run_async, settings_and_url
 from api.coverage import backfill as engines
 from api.coverage.backfill import BackfillReport, backfill_dask, backfill_db
 from api.progress import cli_progress
+from api.settings import archive_root
 
 
 @contextmanager

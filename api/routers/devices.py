@@ -9,12 +9,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from api import devices, positions
-from api.archive import archive_root
 from api.auth import Admin, Viewer, ViewerOrDevice
 from api.deps import AppSettings, Conn
 from api.errors import NotFound, UnsupportedMediaType
 from api.responses import GeoJSONResponse
 from api.scope import Scope
+from api.settings import archive_root
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 

@@ -28,7 +28,7 @@ from api.devices import DeviceIn, create_device
 from api.ingest import partitions
 from api.ingest.fixes import FixBatch
 from api.ingest.store import Ingestor
-from api.settings import CoverageSettings, IngestSettings, Settings
+from api.settings import CoverageSettings, IngestSettings, Settings, archive_root
 from gis.simulation import simulate_fleet
 from tests.conftest import auth, run
 
@@ -142,7 +142,7 @@ def test_archive_keeps_tracks_and_coverage(
     assert _fixes(db) == fixes
 
     # the command: a dry run lists the day, the run archives it, a re-run does nothing
-    root = archive.archive_root(settings)
+    root = archive_root(settings)
     monkeypatch.setenv("DATABASE_URL", db_url)
     runner = CliRunner()
     args = ["archive", "--before", "2020-01-04", "--dir", str(root), "--no-purge"]
