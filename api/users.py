@@ -136,31 +136,40 @@ async def login(conn: AsyncConnection[Any], name: str, password: str) -> str:
     return token
 
 
+async def _lock_user(
+    conn: AsyncConnection[Any], actor: Principal, user_name: str, *, enabled_only: bool
+) -> int:
+    """Lock a user row for a change by ``actor``; its id. A user reaching beyond the actor's
+    scope is not theirs to change, so it is as if absent (404), like a missing one."""
+    row = await (
+        await conn.execute(
+            "SELECT id, scope FROM users WHERE name = %s AND (NOT disabled OR NOT %s) FOR UPDATE",
+            (user_name, enabled_only),
+        )
+    ).fetchone()
+    if row is None or not actor.scope.contains(Scope.parse(row[1])):
+        raise NotFound(f"no user named {user_name!r}")
+    return int(row[0])
+
+
 async def disable_user(conn: AsyncConnection[Any], actor: Principal, user_name: str) -> int:
     """Disable a user and revoke all their tokens (a user is never deleted: the audit log
     names them). Returns the number of tokens revoked."""
     async with conn.transaction():
-        row = await (
-            await conn.execute(
-                "SELECT id, scope FROM users WHERE name = %s AND NOT disabled FOR UPDATE",
-                (user_name,),
-            )
-        ).fetchone()
-        if row is None or not actor.scope.contains(Scope.parse(row[1])):
-            raise NotFound(f"no user named {user_name!r}")
-        if row[0] == actor.user_id:
+        user_id = await _lock_user(conn, actor, user_name, enabled_only=True)
+        if user_id == actor.user_id:
             raise Conflict("you cannot disable yourself")
-        await conn.execute("UPDATE users SET disabled = true WHERE id = %s", (row[0],))
+        await conn.execute("UPDATE users SET disabled = true WHERE id = %s", (user_id,))
         revoked = await conn.execute(
             "UPDATE api_token SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL",
-            (row[0],),
+            (user_id,),
         )
         await audit.record(
             conn,
             actor,
             "user.disable",
             object_type="user",
-            object_id=row[0],
+            object_id=user_id,
             detail={"tokens_revoked": revoked.rowcount},
         )
     return revoked.rowcount
@@ -184,21 +193,14 @@ async def set_scope(
     if not actor.scope.contains(parsed):
         raise Unprocessable("a user's scope must lie inside your own scope", field="scope")
     async with conn.transaction():
-        row = await (
-            await conn.execute(
-                "SELECT id, scope FROM users WHERE name = %s FOR UPDATE", (user_name,)
-            )
-        ).fetchone()
-        # a user reaching beyond the actor's scope is not theirs to change (as if absent)
-        if row is None or not actor.scope.contains(Scope.parse(row[1])):
-            raise NotFound(f"no user named {user_name!r}")
-        await conn.execute("UPDATE users SET scope = %s WHERE id = %s", (parsed.codes, row[0]))
+        user_id = await _lock_user(conn, actor, user_name, enabled_only=False)
+        await conn.execute("UPDATE users SET scope = %s WHERE id = %s", (parsed.codes, user_id))
         await audit.record(
             conn,
             actor,
             "user.scope",
             object_type="user",
-            object_id=row[0],
+            object_id=user_id,
             detail={"scope": parsed.codes},
         )
     return parsed.codes
