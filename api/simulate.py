@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psycopg
 import shapely
 from numpy.typing import NDArray
 from psycopg import AsyncConnection
@@ -281,3 +282,16 @@ async def send_osmand(
     await asyncio.gather(*senders)
     report.seconds = time.perf_counter() - began
     return report
+
+
+def stored_per_second(url: str, identifiers: list[str]) -> Counter[tuple[str, int]]:
+    """How many rows ``position`` holds per (identifier, unix second) of these devices: what a
+    simulated fleet's acknowledgements are checked against (lost: acked, 0; duplicated: > 1)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT d.identifier, extract(epoch FROM p.fix_time)::bigint, count(*) "
+            "FROM position p JOIN device d ON d.id = p.device_id "
+            "WHERE d.identifier = ANY(%s) GROUP BY 1, 2",
+            (identifiers,),
+        ).fetchall()
+    return Counter({(str(r[0]), int(r[1])): int(r[2]) for r in rows})

@@ -60,7 +60,7 @@ from api.protocols.jt808.fleet import MAX_SPEED_MS, assign_phones
 from api.protocols.jt808.location import Location
 from api.protocols.jt808.messages import ReplyResult
 from api.protocols.jt808.terminal import Terminal, TerminalError
-from api.simulate import http_exchange, load_fleet, register_fleet
+from api.simulate import http_exchange, load_fleet, register_fleet, stored_per_second
 from api.users import create_user
 from bench.common import (
     cpu_seconds,
@@ -660,19 +660,12 @@ async def _soak(plan: Plan, setup: Setup, ports: dict[str, int]) -> dict[str, An
 def _stored(url: str, identifiers: list[str]) -> tuple[Counter[tuple[str, int]], Counter[str]]:
     """Rows of ``position`` per (identifier, unix second), and quarantined fixes by reason."""
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT d.identifier, extract(epoch FROM p.fix_time)::bigint, count(*) "
-            "FROM position p JOIN device d ON d.id = p.device_id "
-            "WHERE d.identifier = ANY(%s) GROUP BY 1, 2",
-            (identifiers,),
-        ).fetchall()
         rejected = conn.execute(
             "SELECT r.reason, count(*) FROM position_rejected r JOIN device d "
             "ON d.id = r.device_id WHERE d.identifier = ANY(%s) GROUP BY 1",
             (identifiers,),
         ).fetchall()
-    stored = Counter({(str(r[0]), int(r[1])): int(r[2]) for r in rows})
-    return stored, Counter({str(r[0]): int(r[1]) for r in rejected})
+    return stored_per_second(url, identifiers), Counter({str(r[0]): int(r[1]) for r in rejected})
 
 
 def _load_results(setup: Setup) -> dict[str, tuple[dict[str, NDArray[Any]], dict[str, Any]]]:

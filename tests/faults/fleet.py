@@ -55,18 +55,6 @@ def register(url: str, osmand: list[str], jt808: list[str]) -> None:
         )
 
 
-def stored(url: str, identifiers: list[str]) -> Counter[tuple[str, int]]:
-    """How many rows ``position`` holds per (identifier, unix second) of these devices."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT d.identifier, extract(epoch FROM p.fix_time)::bigint, count(*) "
-            "FROM position p JOIN device d ON d.id = p.device_id "
-            "WHERE d.identifier = ANY(%s) GROUP BY 1, 2",
-            (identifiers,),
-        ).fetchall()
-    return Counter({(r[0], int(r[1])): int(r[2]) for r in rows})
-
-
 @dataclass
 class Fleet:
     """See the module docstring. ``t0`` is the unix second of every device's first fix."""

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from api.db.cluster import EmbeddedCluster
+from api.simulate import stored_per_second as stored
 from tests.faults.conftest import Server, admin_token, http_request
-from tests.faults.fleet import Fleet, bounded, osmand_ids, phones, register, stored, when
+from tests.faults.fleet import Fleet, bounded, osmand_ids, phones, register, when
 
 pytestmark = pytest.mark.faults
 DEVICES = 50  # per protocol

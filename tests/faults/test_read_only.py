@@ -15,8 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from api.simulate import stored_per_second as stored
 from tests.faults.conftest import Server, admin_token, admin_url, http_request
-from tests.faults.fleet import Fleet, bounded, osmand_ids, phones, register, stored, when
+from tests.faults.fleet import Fleet, bounded, osmand_ids, phones, register, when
 
 pytestmark = pytest.mark.faults
 DEVICES = 15  # per protocol

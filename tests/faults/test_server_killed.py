@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 
+from api.simulate import stored_per_second as stored
 from tests.faults.conftest import Server
-from tests.faults.fleet import Fleet, bounded, osmand_ids, phones, register, stored, when
+from tests.faults.fleet import Fleet, bounded, osmand_ids, phones, register, when
 
 pytestmark = pytest.mark.faults
 DEVICES = 50  # per protocol
