@@ -61,15 +61,24 @@ def seed_packets(phone: str = PHONE) -> list[bytes]:
             else [jt808.Authentication(b"ABCDEF", "IMEI0000000001", "1.0.0")]
         )
         text = jt808.TextMessage(1, "请到 3 号网格")
-        for serial, message in enumerate([*messages, *extra, text]):
-            frame = jt808.encode_frame(message, phone=phone, serial=serial, version=version)
-            packets.append(jt808.unescape(frame[1:-1])[:-1])
-        long = jt808.BatchLocation(jt808.BatchType.NORMAL, (location,) * 12)
-        frames = jt808.encode_subpackages(
-            long, phone=phone, serial=100, version=version, package_size=120
-        )
-        packets += [jt808.unescape(f[1:-1])[:-1] for f in frames]
+        packets += packets_of([*messages, *extra, text], location, phone, version)
     return packets
+
+
+def packets_of(
+    messages: list[jt808.Message], location: jt808.Location, phone: str, version: int
+) -> list[bytes]:
+    """Each message as a packet (header + body, unescaped, without check code), then a batch
+    of 12 ``location`` reports split into subpackages of 120 bytes."""
+    packets = []
+    for serial, message in enumerate(messages):
+        frame = jt808.encode_frame(message, phone=phone, serial=serial, version=version)
+        packets.append(jt808.unescape(frame[1:-1])[:-1])
+    long = jt808.BatchLocation(jt808.BatchType.NORMAL, (location,) * 12)
+    frames = jt808.encode_subpackages(
+        long, phone=phone, serial=100, version=version, package_size=120
+    )
+    return packets + [jt808.unescape(f[1:-1])[:-1] for f in frames]
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:  # noqa: PLR0912 - a branch per edit

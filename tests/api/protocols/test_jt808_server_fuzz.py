@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from api.protocols import jt808
+from tests.api.protocols.jt808_mutations import packets_of, wire
 from tests.api.protocols.test_jt808_server import (
     FAILURE,
     SUCCESS,
@@ -47,17 +48,7 @@ def _seed_packets(phone: str) -> list[bytes]:
         jt808.UnknownMessage(0x0900, b"\x01\x02\x03"),
         jt808.ResendRequest(5, (1, 2)),
     ]
-    packets = []
-    for version in (2013, 2019):
-        for serial, message in enumerate(messages):
-            frame = jt808.encode_frame(message, phone=phone, serial=serial, version=version)
-            packets.append(jt808.unescape(frame[1:-1])[:-1])
-        long = jt808.BatchLocation(jt808.BatchType.NORMAL, (location,) * 12)
-        frames = jt808.encode_subpackages(
-            long, phone=phone, serial=100, version=version, package_size=120
-        )
-        packets += [jt808.unescape(frame[1:-1])[:-1] for frame in frames]
-    return packets
+    return [p for version in (2013, 2019) for p in packets_of(messages, location, phone, version)]
 
 
 def _mutate(rng: random.Random, data: bytes) -> bytes:
@@ -96,13 +87,12 @@ def fuzz_frames(rng: random.Random, packets: list[bytes], n: int) -> Iterator[by
         if roll < 0.1:
             yield rng.randbytes(rng.randint(1, 48))
         elif roll < 0.45:
-            wire = b"\x7e" + jt808.escape(packet + bytes((jt808.checksum(packet),))) + b"\x7e"
-            yield _mutate(rng, wire)
+            yield _mutate(rng, wire(packet))
         else:
             body = _mutate(rng, packet)
             if len(body) >= 2 and int.from_bytes(body[:2], "big") in KEEP_SESSION:
                 body = KEEP_SESSION[int.from_bytes(body[:2], "big")].to_bytes(2, "big") + body[2:]
-            yield b"\x7e" + jt808.escape(body + bytes((jt808.checksum(body),))) + b"\x7e"
+            yield wire(body)
 
 
 def test_a_fuzzed_running_server_keeps_serving(db_url: str, db: psycopg.Connection[Any]) -> None:
