@@ -15,7 +15,7 @@ import pytest
 from api.coverage.update import CoverageUpdater
 from api.settings import CoverageSettings
 from gis.coverage import local_day
-from tests.api.test_coverage_update import _batch, _ids, _setup, _store, _tracks, _update
+from tests.api.test_coverage_update import _batch, _fleet, _ids, _remark, _store, _update
 from tests.conftest import run
 
 INGEST_GIVE_UP_S = 60.0  # a deadlock guard: the old design made this ingest wait forever here
@@ -60,17 +60,12 @@ def _fixes_counted(db: psycopg.Connection[Any], ids: list[int]) -> int:
 def test_ingest_does_not_wait_for_a_recompute_and_its_fixes_count(
     db_url: str, db: psycopg.Connection[Any]
 ) -> None:
-    idents, area = run(_setup(db_url, 1))
-    tracks = _tracks(area, 1, seed=31)
+    idents, tracks = _fleet(db_url, 1, seed=31)
     half = len(tracks) // 2
     run(_store(db_url, _batch(idents, tracks, np.arange(half))))
     run(_update(db_url))  # nothing else pending; then mark this device's days again
     ids = _ids(db, idents)
-    db.execute(
-        "INSERT INTO coverage_dirty (device_id, day) SELECT device_id, day FROM device_day "
-        "WHERE device_id = ANY(%s)",
-        (ids,),
-    )
+    _remark(db, ids)
     days_before = len(_marks(db, ids))
     assert days_before >= 1
 
@@ -110,8 +105,7 @@ def test_ingest_does_not_wait_for_a_recompute_and_its_fixes_count(
 def test_a_stale_claim_is_taken_again_and_a_fresh_one_is_left(
     db_url: str, db: psycopg.Connection[Any]
 ) -> None:
-    idents, area = run(_setup(db_url, 2))
-    tracks = _tracks(area, 2, seed=37)
+    idents, tracks = _fleet(db_url, 2, seed=37)
     run(_store(db_url, _batch(idents, tracks)))
     ids = _ids(db, idents)
     run(_update(db_url))
@@ -140,8 +134,7 @@ def test_a_stale_claim_is_taken_again_and_a_fresh_one_is_left(
 
 @pytest.mark.usefixtures("demo")
 def test_a_failed_step_gives_its_claims_back(db_url: str, db: psycopg.Connection[Any]) -> None:
-    idents, area = run(_setup(db_url, 1))
-    tracks = _tracks(area, 1, seed=41)
+    idents, tracks = _fleet(db_url, 1, seed=41)
     run(_update(db_url))
     run(_store(db_url, _batch(idents, tracks)))
     ids = _ids(db, idents)
@@ -164,8 +157,7 @@ def test_a_failed_step_gives_its_claims_back(db_url: str, db: psycopg.Connection
 def test_a_run_does_its_backlog_and_leaves_what_arrives_meanwhile(
     db_url: str, db: psycopg.Connection[Any]
 ) -> None:
-    idents, area = run(_setup(db_url, 2))
-    tracks = _tracks(area, 2, seed=43)
+    idents, tracks = _fleet(db_url, 2, seed=43)
     run(_update(db_url))
     first = tracks.vehicle == 0
     run(_store(db_url, _batch(idents, tracks, np.flatnonzero(first))))

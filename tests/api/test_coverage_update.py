@@ -84,6 +84,21 @@ def _ids(db: psycopg.Connection[Any], idents: list[str]) -> list[int]:
     return [r[0] for r in rows]
 
 
+def _fleet(url: str, n: int, seed: int) -> tuple[list[str], Any]:
+    """``n`` new devices of the village and their shift's tracks."""
+    idents, area = run(_setup(url, n))
+    return idents, _tracks(area, n, seed=seed)
+
+
+def _remark(db: psycopg.Connection[Any], ids: list[int]) -> None:
+    """Mark every day these devices have coverage for dirty again (a recompute from scratch)."""
+    db.execute(
+        "INSERT INTO coverage_dirty (device_id, day) SELECT device_id, day FROM device_day "
+        "WHERE device_id = ANY(%s)",
+        (ids,),
+    )
+
+
 def _batch(idents: list[str], tracks: Any, rows: np.ndarray | None = None) -> FixBatch:
     sel = np.arange(len(tracks)) if rows is None else rows
     return FixBatch.from_columns(
@@ -122,11 +137,7 @@ def test_update_equals_the_engine_and_is_idempotent(
     assert np.allclose(got.dwell_s, expected.dwell_s, rtol=1e-6)  # stored as real
     assert np.array_equal(got.pass_start, expected.pass_start)
     # again, from scratch: nothing changes
-    db.execute(
-        "INSERT INTO coverage_dirty (device_id, day) SELECT device_id, day FROM device_day "
-        "WHERE device_id = ANY(%s)",
-        (ids,),
-    )
+    _remark(db, ids)
     run(_update(db_url))
     again = run(_rows(db_url, ids, days))
     assert np.array_equal(again.cell, got.cell)
@@ -148,8 +159,8 @@ def test_chunked_pipelined_update_equals_one_chunk(
 ) -> None:
     """A step's devices go through the engine in pipelined chunks: one device per chunk must
     give exactly the rows of one chunk for all (cell visits, device totals, grid rows)."""
-    idents, area = run(_setup(db_url, 5))
-    run(_store(db_url, _batch(idents, _tracks(area, 5, seed=17))))
+    idents, tracks = _fleet(db_url, 5, seed=17)
+    run(_store(db_url, _batch(idents, tracks)))
     run(_update(db_url))
     ids = _ids(db, idents)
 
@@ -174,11 +185,7 @@ def test_chunked_pipelined_update_equals_one_chunk(
 
     whole = snapshot()
     assert all(len(part) > 0 for part in whole)
-    db.execute(
-        "INSERT INTO coverage_dirty (device_id, day) SELECT device_id, day FROM device_day "
-        "WHERE device_id = ANY(%s)",
-        (ids,),
-    )
+    _remark(db, ids)
 
     async def chunked() -> None:
         updater = CoverageUpdater(CoverageSettings(chunk_device_days=1))
