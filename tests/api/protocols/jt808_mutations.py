@@ -29,15 +29,16 @@ from datetime import UTC, datetime
 from api.protocols import jt808
 
 PHONE = "013912345678"
+# a report with an unknown extra: the seed of every location message
+LOCATION = jt808.Location(
+    1, 3, 43.9, 116.1, 1000, 10.0, 90, datetime(2024, 5, 1, 8, 30, tzinfo=UTC), mileage_km=12.5,
+    satellites=9, raw_extras={0xE0: "abcd"},
+)  # fmt: skip
 
 
 def seed_packets(phone: str = PHONE) -> list[bytes]:
     """Valid packets (header + body, unescaped, without check code) of every kind."""
-    when = datetime(2024, 5, 1, 8, 30, tzinfo=UTC)
-    location = jt808.Location(
-        1, 3, 43.9, 116.1, 1000, 10.0, 90, when, mileage_km=12.5, satellites=9,
-        raw_extras={0xE0: "abcd"},
-    )  # fmt: skip
+    location = LOCATION
     messages: list[jt808.Message] = [
         jt808.Heartbeat(),
         jt808.Unregister(),

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
 from api.protocols import jt808
-from tests.api.protocols.jt808_mutations import packets_of, wire
+from tests.api.protocols.jt808_mutations import LOCATION, packets_of, wire
 from tests.api.protocols.test_jt808_server import (
     FAILURE,
     SUCCESS,
@@ -32,11 +31,7 @@ KEEP_SESSION = {0x0003: 0x0002}  # an unregister would end the session the fuzz 
 
 def _seed_packets(phone: str) -> list[bytes]:
     """Valid packets (header + body, unescaped, no check code) of every kind, both editions."""
-    when = datetime(2024, 5, 1, 8, 30, tzinfo=UTC)
-    location = jt808.Location(
-        1, 3, 43.9, 116.1, 1000, 10.0, 90, when, mileage_km=12.5, satellites=9,
-        raw_extras={0xE0: "abcd"},
-    )  # fmt: skip
+    location = LOCATION
     messages: list[jt808.Message] = [
         jt808.Heartbeat(),
         location,
