@@ -121,17 +121,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         print(f"{fixes} fixes in {len(files)} files, {parquet_bytes / 1e6:.0f} MB", flush=True)
 
         began = time.perf_counter()
-        bounds = backfill.device_bounds(files)
         inproc = [
             backfill.visits_of_devices(
-                lo,
-                hi,
-                files=[f for f, (a, b) in zip(files, bounds, strict=True) if a < hi and b >= lo],
-                first=FIRST,
-                last=last,
-                settings=settings,
+                lo, hi, files=task_files, first=FIRST, last=last, settings=settings
             )
-            for lo, hi in backfill.device_ranges(files, tasks)
+            for lo, hi, task_files in backfill.device_tasks(files, tasks)
         ]
         inproc_s = time.perf_counter() - began
         rows = sum(r[2] for r in inproc)

@@ -154,6 +154,15 @@ def device_ranges(files: list[str], parts: int) -> list[tuple[int, int]]:
     return [(int(devices[a]), int(devices[b - 1]) + 1) for a, b in itertools.pairwise(cuts)]
 
 
+def device_tasks(files: list[str], parts: int) -> list[tuple[int, int, list[str]]]:
+    """``device_ranges`` with, for each range, only the files whose device ids may fall in it."""
+    bounds = device_bounds(files)
+    return [
+        (lo, hi, [f for f, (a, b) in zip(files, bounds, strict=True) if a < hi and b >= lo])
+        for lo, hi in device_ranges(files, parts)
+    ]
+
+
 def visits_of_devices(
     lo: int,
     hi: int,
@@ -204,19 +213,18 @@ def compute_dask(
     """Run ``visits_of_devices`` over device ranges on a Dask ``distributed.Client`` (default:
     four ranges per worker)."""
     workers = max(1, len(client.scheduler_info().get("workers", {})))
-    bounds = device_bounds(files)
     futures = [
         client.submit(
             visits_of_devices,
             lo,
             hi,
-            files=[f for f, (a, b) in zip(files, bounds, strict=True) if a < hi and b >= lo],
+            files=task_files,
             first=first,
             last=last,
             settings=settings,
             pure=False,
         )
-        for lo, hi in device_ranges(files, tasks or workers * 4)
+        for lo, hi, task_files in device_tasks(files, tasks or workers * 4)
     ]
     return list(client.gather(futures))
 
