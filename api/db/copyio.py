@@ -43,16 +43,23 @@ async def read_rows(
     Every column must be fixed-width and non-NULL, in the order of ``fields``; timestamps and
     dates come back as raw PostgreSQL values (see ``PG_EPOCH_US``/``PG_EPOCH_DAYS``).
     """
+    raw, start = await _copy_out(conn, query)
+    if not raw:
+        return np.zeros(0, dtype=row_dtype(fields))
+    return np.frombuffer(raw[start:-2], dtype=row_dtype(fields))
+
+
+async def _copy_out(conn: AsyncConnection[Any], query: sql.Composable) -> tuple[bytes, int]:
+    """The whole binary COPY output of ``query`` and where its first tuple starts (after the
+    signature, flags and header extension); ``b""`` when the server sent nothing."""
     statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
     async with conn.cursor() as cur, cur.copy(statement) as copy:
         raw = b"".join([bytes(data) async for data in copy])
     if not raw:
-        return np.zeros(0, dtype=row_dtype(fields))
+        return raw, 0
     if not raw.startswith(SIGNATURE):
         raise ValueError("not a PostgreSQL binary COPY stream")
-    ext = int.from_bytes(raw[15:19], "big")
-    body = raw[19 + ext : -2]
-    return np.frombuffer(body, dtype=row_dtype(fields))
+    return raw, 19 + int.from_bytes(raw[15:19], "big")
 
 
 async def read_grouped(
@@ -69,18 +76,13 @@ async def read_grouped(
     million plain rows cost seconds; a few thousand grouped rows carry the same values at the
     cost of the server's ``array_agg``.
     """
-    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
-    async with conn.cursor() as cur, cur.copy(statement) as copy:
-        raw = b"".join([bytes(data) async for data in copy])
+    raw, pos = await _copy_out(conn, query)
     out_dtype = np.dtype(
         [(n, PG_TYPES[t].lstrip(">")) for n, t in keys]
         + [(n, PG_TYPES[t].lstrip(">")) for n, t in columns]
     )
     if not raw:
         return np.zeros(0, dtype=out_dtype)
-    if not raw.startswith(SIGNATURE):
-        raise ValueError("not a PostgreSQL binary COPY stream")
-    pos = 19 + int.from_bytes(raw[15:19], "big")
     key_values: list[list[Any]] = [[] for _ in keys]
     parts: list[list[NDArray[Any]]] = [[] for _ in columns]
     counts: list[int] = []
