@@ -2,8 +2,9 @@
 
 Called by ``Ingestor`` in the transaction that stores the fixes, so an arrival commits with the
 fix that proves it. One indexed query finds the open assignments of the batch's devices (none
-in the usual case, and then that is all it costs); the distances are numpy over those devices'
-fixes; one statement marks the arrivals. A fix taken before the dispatch does not count.
+in the usual case, and then that is all it costs; it is sent with the storing statements and
+read after them); the distances are numpy over those devices' fixes; one statement marks the
+arrivals. A fix taken before the dispatch does not count.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from gis.crs import haversine_m
 
@@ -43,26 +44,35 @@ SELECT id, arrived_at, 'arrived', 'fix',
 """
 
 
-async def mark_arrivals(
+async def open_assignments(
+    conn: AsyncConnection[Any], device_id: NDArray[np.int64]
+) -> AsyncCursor[Any]:
+    """Send the query for the open assignments of these devices; the rows are fetched later
+    (``arrive``), so on a pipelined connection it shares a round trip with the storing."""
+    return await conn.execute(OPEN_ASSIGNMENTS, (np.unique(device_id).tolist(),))
+
+
+async def arrive(
     conn: AsyncConnection[Any],
+    assignments: AsyncCursor[Any],
     device_id: NDArray[np.int64],
     time_us: NDArray[np.int64],
     lat: NDArray[np.float64],
     lon: NDArray[np.float64],
 ) -> int:
-    """Mark incidents arrived whose assigned vehicle has a fix in this batch within the
-    incident's arrival radius (taken after the dispatch); returns how many.
+    """Mark incidents arrived whose assigned vehicle (a row of ``assignments``) has a fix in
+    this batch within the incident's arrival radius, taken after the dispatch; returns how many.
 
     Parameters
     ----------
     conn : AsyncConnection
         The storing transaction's connection.
+    assignments : AsyncCursor
+        From ``open_assignments`` on the same devices.
     device_id, time_us, lat, lon : ndarray
         The stored fixes (WGS-84, UTC microseconds).
     """
-    if len(device_id) == 0:
-        return 0
-    rows = await (await conn.execute(OPEN_ASSIGNMENTS, (np.unique(device_id).tolist(),))).fetchall()
+    rows = await assignments.fetchall()
     if not rows:
         return 0
     incident = np.array([r[0] for r in rows], dtype=np.int64)
@@ -87,3 +97,17 @@ async def mark_arrivals(
         {"ids": incident[hit].tolist(), "t": first[hit].tolist(), "m": closest[hit].tolist()},
     )
     return len(hit)
+
+
+async def mark_arrivals(
+    conn: AsyncConnection[Any],
+    device_id: NDArray[np.int64],
+    time_us: NDArray[np.int64],
+    lat: NDArray[np.float64],
+    lon: NDArray[np.float64],
+) -> int:
+    """``open_assignments`` then ``arrive``: the arrivals these stored fixes prove."""
+    if len(device_id) == 0:
+        return 0
+    assignments = await open_assignments(conn, device_id)
+    return await arrive(conn, assignments, device_id, time_us, lat, lon)

@@ -13,7 +13,7 @@ import pytest
 
 from api.auth import SYSTEM
 from api.devices import DeviceIn, create_device
-from api.ingest import partitions
+from api.ingest import partitions, store
 from api.ingest.fixes import FixBatch, FixError, to_time_us
 from api.ingest.store import Ingestor
 from api.settings import IngestSettings
@@ -63,8 +63,11 @@ def _track(
     ]
 
 
-@pytest.fixture
-def ingestor() -> Ingestor:
+@pytest.fixture(params=["pipelined", "copy"])
+def ingestor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ingestor:
+    """Both write paths: small groups pipelined (INSERT from arrays), larger ones COPYed."""
+    if request.param == "copy":
+        monkeypatch.setattr(store, "PIPELINE_MAX", 0)
     return Ingestor(IngestSettings())
 
 
@@ -90,10 +93,11 @@ def test_every_fix_is_stored_or_quarantined(
             "lon": LON,
             "accuracy": 5000.0,
         },
-        {"device": "never-registered", "time": start, "lat": LAT, "lon": LON},
+        {"device": f"never-registered-{good}", "time": start, "lat": LAT, "lon": LON},
         {"device": disabled, "time": start, "lat": LAT, "lon": LON},
     ]
-    errors = [FixError(row=99, reason="not a number", field="lat", raw="lat=abc")]
+    raw = f"id={good}&lat=abc"
+    errors = [FixError(row=99, reason="not a number", field="lat", raw=raw)]
     result = run(_store(db_url, ingestor, FixBatch.from_records(recs), errors))
     assert result.stored == 9
     assert result.duplicate == 1
@@ -115,8 +119,8 @@ def test_every_fix_is_stored_or_quarantined(
     reasons = dict(
         db.execute(
             "SELECT reason, count(*) FROM position_rejected "
-            "WHERE device_id = %s OR identifier = %s OR raw = 'lat=abc' GROUP BY reason",
-            (device_id, "never-registered"),
+            "WHERE device_id = %s OR identifier = %s OR raw = %s GROUP BY reason",
+            (device_id, f"never-registered-{good}", raw),
         ).fetchall()
     )
     assert reasons["implausible_jump"] == 1
@@ -210,3 +214,68 @@ def test_rows_in_the_default_partition_move_into_a_new_partition(
     ).fetchone()
     assert where == (partitions.partition_name(day),)
     assert to_time_us(when) > 0
+
+
+POSITION_COLUMNS = (
+    "(extract(epoch FROM fix_time) * 1e6)::bigint, lat, lon, ST_AsEWKT(geom), speed, course, "
+    "altitude, accuracy, battery, protocol, extras"
+)
+REJECTED_COLUMNS = "protocol, reason, field, row_no, fix_time, lat, lon, raw IS NOT NULL"
+
+
+@pytest.mark.usefixtures("demo")
+def test_both_write_paths_store_the_same_rows(
+    db_url: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same fixes through the pipelined INSERT and through COPY: equal rows in position
+    (every column, NULLs and extras included), the quarantine, device_state and the marks."""
+    start = _now()
+
+    def batch(device: str) -> FixBatch:
+        recs = _track(device, 6, start=start)
+        recs[1] = {**recs[1], "speed": float("nan"), "accuracy": float("nan")}  # NULLs
+        recs[2] = {**recs[2], "course": 271.5, "altitude": 1160.0, "battery": 87.0}
+        recs[3] = {**recs[3], "extras": {"ignition": True, "odometer_m": 12345}}
+        recs.append({"device": device, "time": start, "lat": 91.0, "lon": LON})  # refused
+        return FixBatch.from_records(recs)
+
+    rows = {}
+    for path, pipeline_max in (("pipelined", 10_000), ("copy", 0)):
+        monkeypatch.setattr(store, "PIPELINE_MAX", pipeline_max)
+        device = run(_device(db_url))
+        errors = [FixError(row=8, reason="not a number", field="lat", raw=f"id={device}&lat=x")]
+        result = run(_store(db_url, Ingestor(IngestSettings()), batch(device), errors))
+        device_id = db.execute("SELECT id FROM device WHERE identifier = %s", (device,)).fetchone()[
+            0
+        ]  # type: ignore[index]
+        rows[path] = (
+            result.counts(),
+            db.execute(
+                f"SELECT {POSITION_COLUMNS} FROM position WHERE device_id = %s ORDER BY fix_time",
+                (device_id,),
+            ).fetchall(),
+            db.execute(
+                f"SELECT {REJECTED_COLUMNS} FROM position_rejected "
+                "WHERE device_id = %s OR raw = %s ORDER BY reason",
+                (device_id, errors[0].raw),
+            ).fetchall(),
+            db.execute(
+                "SELECT fix_time, lat, lon, speed, protocol FROM device_state WHERE device_id = %s",
+                (device_id,),
+            ).fetchall(),
+            db.execute(
+                "SELECT day FROM coverage_dirty WHERE device_id = %s ORDER BY day", (device_id,)
+            ).fetchall(),
+        )
+    assert rows["pipelined"] == rows["copy"]
+    counts, positions, rejected, state, marks = rows["copy"]
+    assert counts == {"stored": 6, "duplicate": 0, "bad_coordinates": 1, "unparsable": 1}
+    assert len(positions) == 6
+    assert positions[1][4] is None  # NaN stored as NULL
+    assert positions[1][7] is None
+    assert positions[2][5:9] == (271.5, 1160.0, 5.0, 87.0)
+    assert positions[3][10] == {"ignition": True, "odometer_m": 12345}
+    assert [r[1] for r in rejected] == ["bad_coordinates", "unparsable"]
+    assert rejected[1][3] == 8  # the row number of the unparsable record
+    assert len(state) == 1
+    assert marks
