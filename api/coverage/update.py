@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from psycopg import AsyncConnection, sql
+from psycopg.pq import TransactionStatus
 
 from api.coverage.rows import read_fixes, write_cell_visits, write_grid_days
 from api.db.copyio import read_grouped
@@ -126,18 +127,20 @@ class CoverageUpdater:
         if not claimed:
             report.seconds = loop.time() - began
             return report
-        active = [
-            r[0]
-            for r in await (
-                await conn.execute("SELECT id FROM grid_layout WHERE status = 'active' ORDER BY id")
-            ).fetchall()
-        ]
-        for layout_id in active:  # outside the transaction: a cold index takes seconds to build
-            await self.layout_index(conn, layout_id)
         by_day: dict[int, list[int]] = defaultdict(list)
         for device, day, _ in claimed:
             by_day[day].append(device)
-        try:
+        try:  # from the claim on: a failure or a cancel (the server stopping) gives it back
+            active = [
+                r[0]
+                for r in await (
+                    await conn.execute(
+                        "SELECT id FROM grid_layout WHERE status = 'active' ORDER BY id"
+                    )
+                ).fetchall()
+            ]
+            for layout_id in active:  # outside the transaction: a cold index takes seconds
+                await self.layout_index(conn, layout_id)
             async with conn.transaction():
                 for day, devices in sorted(by_day.items()):
                     n_fixes, n_rows = await self._recompute(conn, day, sorted(devices), active)
@@ -145,7 +148,11 @@ class CoverageUpdater:
                     report.cell_rows += n_rows
                 await self._release(conn, claimed)
         except BaseException:
-            if not conn.closed:  # give the marks back at once rather than after the stale limit
+            # give the marks back at once rather than after the stale limit — unless the
+            # connection was stopped mid-command (a cancel during a COPY): it cannot be used
+            # again, and the claims are retaken once stale
+            status = conn.info.transaction_status
+            if not conn.closed and status in (TransactionStatus.IDLE, TransactionStatus.INERROR):
                 await self._release(conn, claimed, done=False)
             raise
         report.device_days = len(claimed)
@@ -294,7 +301,13 @@ class CoverageUpdater:
         live ingest, today's marks come back as fast as they are done: those are left for the
         next run rather than keeping this one going for as long as the vehicles drive."""
         progress = progress or NullProgress()
-        pending = await (await conn.execute("SELECT count(*) FROM coverage_dirty")).fetchone()
+        pending = await (  # marks another worker is recomputing right now are not ours
+            await conn.execute(
+                "SELECT count(*) FROM coverage_dirty WHERE claimed_at IS NULL "
+                "OR claimed_at < now() - make_interval(secs => %s)",
+                (self.settings.claim_stale_s,),
+            )
+        ).fetchone()
         backlog = int(pending[0]) if pending else 0
         task = progress.task("覆盖率 coverage", backlog)
         total = UpdateReport()
