@@ -12,7 +12,7 @@ import psycopg
 from api.auth import SYSTEM
 from api.demo import load_demo
 from api.devices import DeviceIn, import_devices
-from bench.common import percentiles_ms, throwaway_database, write_result
+from bench.common import percentiles_ms, settle, throwaway_database, write_result
 from bench.load import osmand_load, server_process
 
 VILLAGE = "152502100200"
@@ -46,6 +46,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         runner = asyncio.run
     with throwaway_database() as url:
         identifiers = asyncio.run(_register(url, devices))
+        settle(url)
         with server_process(url, "ingest_osmand") as ports:
             start_ms = int((time.time() - 3600) * 1000)
             ok, latencies, failures, elapsed = runner(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 from psycopg import AsyncConnection
 
 from api.db import migrate
@@ -87,6 +88,15 @@ def throwaway_database() -> Iterator[str]:
     finally:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def settle(url: str) -> None:
+    """Write the setup's data out before a latency measurement: a checkpoint, then the
+    kernel's dirty pages. Otherwise the writeback of a freshly loaded demo (hundreds of MB,
+    30 s after it was written) lands inside the measurement and stalls WAL flushes."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    os.sync()
 
 
 def rss_mb(pid: int) -> float:
