@@ -94,35 +94,36 @@ SELECT (now() AT TIME ZONE 'UTC')::date, %(protocol)s, o, n
   FROM unnest(%(outcomes)s::text[], %(counts)s::bigint[]) AS u(o, n)
 ON CONFLICT (day, protocol, outcome) DO UPDATE SET n = ingest_counter.n + EXCLUDED.n
 """
-REJECT_COLUMNS = (
-    "protocol",
-    "reason",
-    "field",
-    "row_no",
-    "identifier",
-    "device_id",
-    "fix_time",
-    "lat",
-    "lon",
-    "raw",
-)
+REJECT_COLUMNS = {  # position_rejected's columns written here, with their array types
+    "protocol": "text",
+    "reason": "text",
+    "field": "text",
+    "row_no": "int",
+    "identifier": "text",
+    "device_id": "int",
+    "fix_time": "timestamptz",
+    "lat": "float8",
+    "lon": "float8",
+    "raw": "text",
+}
 
-REJECT_ROWS = """
-INSERT INTO position_rejected (protocol, reason, field, row_no, identifier, device_id, fix_time,
-                               lat, lon, raw)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::int[],
-                     %s::timestamptz[], %s::float8[], %s::float8[], %s::text[])
-"""
+REJECT_ROWS = sql.SQL("INSERT INTO position_rejected ({}) SELECT * FROM unnest({})").format(
+    sql.SQL(", ").join(map(sql.Identifier, REJECT_COLUMNS)),
+    sql.SQL(", ").join(sql.SQL(f"%s::{kind}[]") for kind in REJECT_COLUMNS.values()),
+)
 
 
 @dataclass(frozen=True)
 class _Stored:
-    """The fixes of a batch that passed the filters, in WGS-84."""
+    """The fixes of a batch that passed the filters, in WGS-84, with their optional columns
+    (``OPTIONAL``, NaN = none) and extras (JSON text or None)."""
 
     device_id: NDArray[np.int64]
     time_us: NDArray[np.int64]
     lat: NDArray[np.float64]
     lon: NDArray[np.float64]
+    optional: dict[str, NDArray[np.float64]]
+    extras: NDArray[np.object_]
 
 
 @asynccontextmanager
@@ -265,11 +266,13 @@ class Ingestor:
             time_us=batch.time_us[good],
             lat=lat[good],
             lon=lon[good],
+            optional={name: getattr(batch, name)[good] for name in OPTIONAL},
+            extras=batch.extras[good],
         )
         pipelined = len(good) < PIPELINE_MAX
         async with _storing(conn, pipelined=pipelined):
             if len(good):
-                inserted = await self._insert(conn, batch, fixes, good, protocol, pipelined)
+                inserted = await self._insert(conn, fixes, protocol, pipelined)
                 result.stored = inserted
                 result.duplicate = len(good) - inserted
             result.duplicate += int((outcome == DUPLICATE).sum())
@@ -293,13 +296,7 @@ class Ingestor:
         return result
 
     async def _insert(
-        self,
-        conn: AsyncConnection[Any],
-        batch: FixBatch,
-        fixes: _Stored,
-        good: NDArray[np.int64],
-        protocol: str,
-        pipelined: bool,
+        self, conn: AsyncConnection[Any], fixes: _Stored, protocol: str, pipelined: bool
     ) -> int:
         """Write the good fixes and what follows from them (live state, coverage marks,
         arrivals); returns how many fixes were new (the rest were duplicates).
@@ -308,9 +305,7 @@ class Ingestor:
         statements, one round trip for all. Otherwise a binary COPY, straight into ``position``
         when the batch is large and new, else through the staging table.
         """
-        optional = {name: getattr(batch, name)[good] for name in OPTIONAL}
         received_us = int(time.time() * 1e6)
-        written = None
         if pipelined:
             written = await conn.execute(
                 INSERT_ROWS,
@@ -319,33 +314,32 @@ class Ingestor:
                     "t": fixes.time_us.tolist(),
                     "lat": fixes.lat.tolist(),
                     "lon": fixes.lon.tolist(),
-                    **{name: values.tolist() for name, values in optional.items()},
+                    **{name: values.tolist() for name, values in fixes.optional.items()},
                     "received": received_us,
                     "protocol": protocol,
-                    "extras": batch.extras[good].tolist(),
+                    "extras": fixes.extras.tolist(),
                 },
             )
-            inserted = 0
         else:
             payload = encode_positions(
                 device_id=fixes.device_id,
                 time_us=fixes.time_us,
                 lat=fixes.lat,
                 lon=fixes.lon,
-                optional=optional,
-                extras=batch.extras[good],
+                optional=fixes.optional,
+                extras=fixes.extras,
                 received_us=received_us,
                 protocol=protocol,
             )
-            direct = len(good) >= DIRECT_COPY_MIN
+            direct = len(fixes.device_id) >= DIRECT_COPY_MIN
             copied = await self._copy_direct(conn, payload) if direct else None
             inserted = copied if copied is not None else await self._copy_staged(conn, payload)
-        await self._live_state(conn, fixes, batch, good, protocol)
+        await self._live_state(conn, fixes, protocol)
         await mark_dirty(conn, fixes.device_id, fixes.time_us)
         assignments = await open_assignments(conn, fixes.device_id)
         # reading the assignments is the round trip that brings every result before it
         await arrive(conn, assignments, fixes.device_id, fixes.time_us, fixes.lat, fixes.lon)
-        return int(written.rowcount) if written is not None else inserted
+        return int(written.rowcount) if pipelined else inserted
 
     async def _copy_direct(self, conn: AsyncConnection[Any], payload: bytes) -> int | None:
         """All rows new (the usual case for a large upload): one COPY, no staging."""
@@ -367,19 +361,11 @@ class Ingestor:
             await cur.execute(MOVE)
             return int(cur.rowcount)
 
-    async def _live_state(
-        self,
-        conn: AsyncConnection[Any],
-        fixes: _Stored,
-        batch: FixBatch,
-        good: NDArray[np.int64],
-        protocol: str,
-    ) -> None:
+    async def _live_state(self, conn: AsyncConnection[Any], fixes: _Stored, protocol: str) -> None:
         """Each device's newest fix of the batch, computed here, upserted if newer."""
         order = np.lexsort((fixes.time_us, fixes.device_id))
         ids = fixes.device_id[order]
         last = order[np.r_[ids[1:] != ids[:-1], True]]
-        rows = good[last]
 
         def floats(values: NDArray[np.float64]) -> list[float | None]:
             return [None if not np.isfinite(v) else float(v) for v in values]
@@ -392,8 +378,8 @@ class Ingestor:
                 "t": fixes.time_us[last].tolist(),
                 "lat": fixes.lat[last].tolist(),
                 "lon": fixes.lon[last].tolist(),
-                "speed": floats(batch.speed[rows]),
-                "course": floats(batch.course[rows]),
+                "speed": floats(fixes.optional["speed"][last]),
+                "course": floats(fixes.optional["course"][last]),
             },
         )
 
