@@ -34,6 +34,18 @@ from gis.visits import GridDays, LayoutIndex, grid_days
 
 DAY_EPOCH = np.datetime64("1970-01-01", "D")
 PIPELINE = 2  # chunks in the engine at once (the machine this was sized on has 2 cores)
+# A mark no one holds, or held by a worker that has not finished within the stale limit (dead).
+CLAIMABLE = sql.SQL("(claimed_at IS NULL OR claimed_at < now() - make_interval(secs => %s))")
+CLAIM = sql.SQL(
+    """
+UPDATE coverage_dirty d SET claimed_at = statement_timestamp(), remarked = false
+  FROM (SELECT device_id, day FROM coverage_dirty WHERE {}
+         ORDER BY day, device_id LIMIT %s FOR UPDATE SKIP LOCKED) c
+ WHERE d.device_id = c.device_id AND d.day = c.day
+RETURNING d.device_id, (d.day - date '1970-01-01')::int, d.claimed_at
+"""
+).format(CLAIMABLE)
+BACKLOG = sql.SQL("SELECT count(*) FROM coverage_dirty WHERE {}").format(CLAIMABLE)
 
 
 def _chunks(devices: list[int], size: int) -> list[list[int]]:
@@ -112,16 +124,7 @@ class CoverageUpdater:
         async with conn.transaction():
             claimed = await (
                 await conn.execute(
-                    """
-                    UPDATE coverage_dirty d SET claimed_at = statement_timestamp(), remarked = false
-                      FROM (SELECT device_id, day FROM coverage_dirty
-                             WHERE claimed_at IS NULL
-                                OR claimed_at < now() - make_interval(secs => %s)
-                             ORDER BY day, device_id LIMIT %s FOR UPDATE SKIP LOCKED) c
-                     WHERE d.device_id = c.device_id AND d.day = c.day
-                    RETURNING d.device_id, (d.day - date '1970-01-01')::int, d.claimed_at
-                    """,
-                    (self.settings.claim_stale_s, limit or self.settings.batch_device_days),
+                    CLAIM, (self.settings.claim_stale_s, limit or self.settings.batch_device_days)
                 )
             ).fetchall()
         if not claimed:
@@ -302,11 +305,7 @@ class CoverageUpdater:
         next run rather than keeping this one going for as long as the vehicles drive."""
         progress = progress or NullProgress()
         pending = await (  # marks another worker is recomputing right now are not ours
-            await conn.execute(
-                "SELECT count(*) FROM coverage_dirty WHERE claimed_at IS NULL "
-                "OR claimed_at < now() - make_interval(secs => %s)",
-                (self.settings.claim_stale_s,),
-            )
+            await conn.execute(BACKLOG, (self.settings.claim_stale_s,))
         ).fetchone()
         backlog = int(pending[0]) if pending else 0
         task = progress.task("覆盖率 coverage", backlog)
