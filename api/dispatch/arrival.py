@@ -97,17 +97,3 @@ async def arrive(
         {"ids": incident[hit].tolist(), "t": first[hit].tolist(), "m": closest[hit].tolist()},
     )
     return len(hit)
-
-
-async def mark_arrivals(
-    conn: AsyncConnection[Any],
-    device_id: NDArray[np.int64],
-    time_us: NDArray[np.int64],
-    lat: NDArray[np.float64],
-    lon: NDArray[np.float64],
-) -> int:
-    """``open_assignments`` then ``arrive``: the arrivals these stored fixes prove."""
-    if len(device_id) == 0:
-        return 0
-    assignments = await open_assignments(conn, device_id)
-    return await arrive(conn, assignments, device_id, time_us, lat, lon)

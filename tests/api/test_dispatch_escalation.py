@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.auth import Principal
-from api.dispatch.arrival import mark_arrivals
+from api.dispatch.arrival import arrive, open_assignments
 from api.dispatch.assign import AssignIn, assign
 from api.dispatch.escalation import Delivery, DispatchTicker, deliver
 from api.dispatch.incidents import IncidentIn, create_incident
@@ -237,9 +237,12 @@ def test_arrival_is_detected_from_fixes_posted_through_ingest(
 
     async def early() -> int:  # a fix from before the dispatch proves nothing
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            return await mark_arrivals(
+            ids = np.array([device[0]])
+            assignments = await open_assignments(conn, ids)
+            return await arrive(
                 conn,
-                np.array([device[0]]),
+                assignments,
+                ids,
                 np.array([int((dispatched - 60) * 1e6)]),
                 np.array([centre[1]]),
                 np.array([centre[0]]),
