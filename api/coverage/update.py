@@ -142,11 +142,11 @@ class CoverageUpdater:
                     )
                 ).fetchall()
             ]
-            for layout_id in active:  # outside the transaction: a cold index takes seconds
-                await self.layout_index(conn, layout_id)
+            # outside the transaction: a cold index takes seconds to build
+            indexes = {layout_id: await self.layout_index(conn, layout_id) for layout_id in active}
             async with conn.transaction():
                 for day, devices in sorted(by_day.items()):
-                    n_fixes, n_rows = await self._recompute(conn, day, sorted(devices), active)
+                    n_fixes, n_rows = await self._recompute(conn, day, sorted(devices), indexes)
                     report.fixes += n_fixes
                     report.cell_rows += n_rows
                 await self._release(conn, claimed)
@@ -193,9 +193,14 @@ class CoverageUpdater:
         )
 
     async def _recompute(
-        self, conn: AsyncConnection[Any], day: int, devices: list[int], active: list[int]
+        self,
+        conn: AsyncConnection[Any],
+        day: int,
+        devices: list[int],
+        indexes: dict[int, LayoutIndex],
     ) -> tuple[int, int]:
-        """Replace the rows of ``devices`` on ``day``: returns (fixes read, cell visits).
+        """Replace the rows of ``devices`` on ``day`` (and their ``grid_visit`` rows under the
+        active layouts, ``indexes``): returns (fixes read, cell visits).
 
         The devices go through in chunks, pipelined: while the connection reads one chunk's
         fixes or writes another's rows, the engine runs on up to ``PIPELINE`` chunks in worker
@@ -206,7 +211,7 @@ class CoverageUpdater:
         start = int(day_start_us(day)) - margin
         end = int(day_start_us(day + 1)) + margin
         date = str(DAY_EPOCH + day)
-        indexes = {layout_id: await self.layout_index(conn, layout_id) for layout_id in active}
+        active = list(indexes)
         await conn.execute(
             "DELETE FROM cell_visit WHERE day = %s AND device_id = ANY(%s)", (date, devices)
         )

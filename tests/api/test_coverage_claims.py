@@ -28,16 +28,16 @@ class PausedUpdater(CoverageUpdater):
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     go: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def _recompute(self, conn: Any, day: int, devices: list[int], active: list[int]) -> Any:
+    async def _recompute(self, conn: Any, day: int, devices: list[int], indexes: Any) -> Any:
         self.entered.set()
         await self.go.wait()
-        return await super()._recompute(conn, day, devices, active)
+        return await super()._recompute(conn, day, devices, indexes)
 
 
 @dataclass
 class FailingUpdater(CoverageUpdater):
-    async def _recompute(self, conn: Any, day: int, devices: list[int], active: list[int]) -> Any:
-        await super()._recompute(conn, day, devices, active)
+    async def _recompute(self, conn: Any, day: int, devices: list[int], indexes: Any) -> Any:
+        await super()._recompute(conn, day, devices, indexes)
         raise RuntimeError("the worker fell over mid-step")
 
 
@@ -171,13 +171,11 @@ def test_a_run_does_its_backlog_and_leaves_what_arrives_meanwhile(
 
         late_marks: int = 0
 
-        async def _recompute(
-            self, conn: Any, day: int, devices: list[int], active: list[int]
-        ) -> Any:
+        async def _recompute(self, conn: Any, day: int, devices: list[int], indexes: Any) -> Any:
             if not self.late_marks:
                 await _store(db_url, late)
                 self.late_marks = len(_marks(db, ids[1:]))
-            return await super()._recompute(conn, day, devices, active)
+            return await super()._recompute(conn, day, devices, indexes)
 
     busy = Busy(CoverageSettings(batch_device_days=1))
 
