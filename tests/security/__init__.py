@@ -1,0 +1,1 @@
+"""Regression tests for the adversarial review (issue 18): one file per theme."""
