@@ -31,8 +31,18 @@ def _check_role(role: str) -> None:
 
 
 def _parse_scope(codes: list[str] | None) -> Scope:
+    """A user's scope from codes; ``None`` (not given) means everything, but an empty list (or
+    only blank codes) is refused: it must never widen to ``*`` nor leave a user who sees nothing.
+    """
+    if codes is None:
+        codes = ["*"]
+    if not any(str(code).strip() for code in codes):
+        raise Unprocessable(
+            "scope is empty; name at least one NBS or grid code, or * for everything",
+            field="scope",
+        )
     try:
-        return Scope.parse(codes or ["*"])
+        return Scope.parse(codes)
     except ValueError as exc:
         raise Unprocessable(str(exc), field="scope") from exc
 
