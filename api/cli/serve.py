@@ -77,8 +77,9 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def _admin_token(settings: Settings, url: str) -> tuple[str | None, bool]:
-    """The demo admin's token: created (and stored 0600) on first run, read afterwards."""
+def _admin_token(settings: Settings, url: str) -> tuple[str | None, Path | None]:
+    """The first admin's token when this start created it (else None), and the 0600 file that
+    keeps it (None when there is none). A token is printed only when created, never again."""
     path = Path(settings.api.state_dir) / ADMIN_TOKEN_FILE
 
     async def go() -> users_service.NewUser | None:
@@ -88,12 +89,26 @@ def _admin_token(settings: Settings, url: str) -> tuple[str | None, bool]:
     new = run_async(go())
     if new is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)  # before the secret goes in, whatever the umask
         path.write_text(new.token + "\n")
-        path.chmod(0o600)
-        return new.token, True
-    if path.exists():
-        return path.read_text().strip(), False
-    return None, False
+        return new.token, path
+    return None, path if path.exists() else None
+
+
+def _admin_token_lines(base: str, token: str | None, kept: Path | None) -> list[str]:
+    """What start-up says about the admin token: the token itself only when just created."""
+    if token is not None:
+        return [
+            f"  admin token {token}   (shown once; kept in {kept}, mode 0600)",
+            f"  map         {base}/map?token={token}",
+        ]
+    if kept is not None:
+        return [
+            f"  admin token kept in {kept} (mode 0600; not shown again)",
+            f"  map         {base}/map?token=<the token in {kept}>",
+        ]
+    return [f"  map         {base}/map?token=<your token>  (gridpatrol users token admin)"]
 
 
 def run(
@@ -112,7 +127,7 @@ def run(
 
             for line in run_async(load()):
                 typer.echo(line)
-        token, fresh = _admin_token(settings, url)
+        token, kept = _admin_token(settings, url)
         base = f"http://{settings.api.host}:{settings.api.port}"
         typer.echo("")
         typer.echo(f"GridPatrol at {base}")
@@ -124,15 +139,8 @@ def run(
         if settings.jt808.enabled:
             jt808 = f"{settings.jt808.host}:{settings.jt808.port}"
             typer.echo(f"  JT/T 808    tcp://{jt808}  (terminals, 2013 and 2019)")
-        if token:
-            if fresh:
-                kept = Path(settings.api.state_dir) / ADMIN_TOKEN_FILE
-                typer.echo(f"  admin token {token}   (shown once; kept in {kept})")
-            typer.echo(f"  map         {base}/map?token={token}")
-        else:
-            typer.echo(
-                f"  map         {base}/map?token=<your token>  (gridpatrol users token admin)"
-            )
+        for line in _admin_token_lines(base, token, kept):
+            typer.echo(line)
         typer.echo("Ctrl-C stops the server.")
         run_loop(_serve(settings, url))
     except KeyboardInterrupt:
