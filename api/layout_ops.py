@@ -7,6 +7,7 @@ import asyncio
 import io
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,11 @@ from typing import Any
 import geopandas as gpd
 import orjson
 import pyogrio
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from api import audit
-from api.auth import Principal
-from api.errors import Conflict, Unprocessable
+from api.auth import SATISFIES, SYSTEM, Principal
+from api.errors import Conflict, Forbidden, NotFound, Unprocessable
 from api.geo import fetch_frame
 from api.layouts import activate_layout, area_prefix, check_overlap, get_layout
 from api.progress import NullProgress, Progress
@@ -26,7 +27,7 @@ from api.redraw import lock_draft, village_geom, village_grids, write_village
 from api.scope import Scope
 from gis.boundaries import BoundaryError, geojson_declares_crs, to_wgs84
 from gis.redraw import Edit
-from gis.topology import Report, validate
+from gis.topology import Report, Violation, validate
 
 EXPORT_FORMATS = {
     "gpkg": ("GPKG", "gpkg"),
@@ -35,32 +36,76 @@ EXPORT_FORMATS = {
 }
 
 
+def _grid_scope(scope: Scope, column: str = "code") -> sql.Composable:
+    """The scope predicate on a grid code column (area prefixes and the scope's own grids)."""
+    return scope.where(column, column)
+
+
 async def layout_frames(
-    conn: AsyncConnection[Any], layout: dict[str, Any]
+    conn: AsyncConnection[Any], layout: dict[str, Any], scope: Scope | None = None
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """The layout's grids (with households and workers) and the villages of its area."""
+    """The layout's grids (with households and workers) and the villages of its area; with a
+    restricted ``scope``, only the villages the scope touches (its areas' villages and the
+    villages of its grids) and all the grids of those villages — a village is validated whole;
+    what is shown is cut to the scope by the caller."""
+    scope = scope or Scope.everything()
+    villages_in = scope.where("village_code", with_grid_villages=True)
     grids = await fetch_frame(
         conn,
-        "SELECT code, village_code, households, worker_id, area_m2, ST_AsBinary(geom) AS wkb "
-        "FROM grid WHERE layout_id = %(l)s ORDER BY code",
-        {"l": layout["id"]},
+        sql.SQL(
+            "SELECT code, village_code, households, worker_id, area_m2, "
+            "ST_AsBinary(geom) AS wkb FROM grid WHERE layout_id = %(l)s AND {} ORDER BY code"
+        ).format(villages_in),
+        {**scope.params(), "l": layout["id"]},
     )
     villages = await fetch_frame(
         conn,
-        "SELECT code, ST_AsBinary(geom) AS wkb FROM admin_area "
-        "WHERE level = 'village' AND code LIKE %(p)s ORDER BY code",
-        {"p": area_prefix(layout["area_code"]) + "%"},
+        sql.SQL(
+            "SELECT code, ST_AsBinary(geom) AS wkb FROM admin_area "
+            "WHERE level = 'village' AND code LIKE %(p)s AND {} ORDER BY code"
+        ).format(scope.where("code", with_grid_villages=True)),
+        {**scope.params(), "p": area_prefix(layout["area_code"]) + "%"},
     )
     return grids, villages
+
+
+def visible_violations(
+    scope: Scope, village: str | None, violations: list[Violation]
+) -> list[Violation]:
+    """The violations a scope may see: every grid they name lies in the scope; one naming no
+    grid (a gap) when the scope covers its village."""
+    if scope.unrestricted:
+        return violations
+    return [
+        v
+        for v in violations
+        if (
+            all(scope.covers_grid(c) for c in v.codes)
+            if v.codes
+            else bool(village and scope.covers_area(village))
+        )
+    ]
 
 
 async def check(
     conn: AsyncConnection[Any], scope: Scope, layout_id: int, *, progress: Progress | None = None
 ) -> Report:
+    """Validate the layout; a restricted scope validates the villages it touches and sees the
+    violations inside it only."""
     layout = await get_layout(conn, scope, layout_id)
-    grids, villages = await layout_frames(conn, layout)
+    grids, villages = await layout_frames(conn, layout, scope)
     task = (progress or NullProgress()).task("校验 validate", grids["village_code"].nunique())
-    return validate(grids, villages, on_village=lambda _code: task.advance())
+    if scope.unrestricted:
+        return validate(grids, villages, on_village=lambda _code: task.advance())
+    report = Report()
+    for village in sorted(set(grids["village_code"]) | set(villages["code"])):
+        part = validate(
+            grids[grids["village_code"] == village],
+            villages[villages["code"] == village],
+            on_village=lambda _code: task.advance(),
+        )
+        report.violations += visible_violations(scope, str(village), part.violations)
+    return report
 
 
 async def diff(
@@ -75,11 +120,12 @@ async def diff(
             "this layout was not cloned from another; name one with ?against=", field="against"
         )
     await get_layout(conn, scope, base_id)
-    rows = await (
-        await conn.execute(
-            """
-        WITH a AS (SELECT code, geom, area_m2, worker_id FROM grid WHERE layout_id = %(new)s),
-             b AS (SELECT code, geom, area_m2, worker_id FROM grid WHERE layout_id = %(old)s)
+    query = sql.SQL(
+        """
+        WITH a AS (SELECT code, geom, area_m2, worker_id FROM grid
+                    WHERE layout_id = %(new)s AND {scope}),
+             b AS (SELECT code, geom, area_m2, worker_id FROM grid
+                    WHERE layout_id = %(old)s AND {scope})
         SELECT coalesce(a.code, b.code) AS code,
                CASE WHEN b.code IS NULL THEN 'added' WHEN a.code IS NULL THEN 'removed'
                     WHEN NOT ST_Equals(a.geom, b.geom) OR a.worker_id IS DISTINCT FROM b.worker_id
@@ -89,9 +135,10 @@ async def diff(
                ST_AsGeoJSON(coalesce(a.geom, b.geom), 6) AS geometry
           FROM a FULL JOIN b ON a.code = b.code
          ORDER BY 1
-        """,
-            {"new": layout_id, "old": base_id},
-        )
+        """
+    ).format(scope=_grid_scope(scope))
+    rows = await (
+        await conn.execute(query, {**scope.params(), "new": layout_id, "old": base_id})
     ).fetchall()
     features = [
         {
@@ -133,25 +180,46 @@ async def activate(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Validate, then switch: the active layout of the area retires; lineage records how the
-    new grids descend from the old ones. A future ``effective_from`` schedules the switch."""
+    new grids descend from the old ones. A future ``effective_from`` schedules the switch, with
+    the same scope check as switching now; the scheduler (user, role, scope) and the version are
+    recorded, and ``activate_due`` acts in their name when the time comes."""
     async with conn.transaction():
         layout = await get_layout(conn, actor.scope, layout_id)
+        actor.scope.require_area(layout["area_code"], "the layout's area")
         if version is not None and layout["version"] != version:
             raise Conflict(
                 f"layout {layout_id} is at version {layout['version']}, not {version}",
                 current_version=layout["version"],
             )
         await check_overlap(conn, layout)
-        report = await check(conn, actor.scope, layout_id, progress=progress)
+        # the whole layout decides validity; the caller is shown the problems of their scope
+        report = await check(conn, Scope.everything(), layout_id, progress=progress)
         if not report.valid:
+            shown = Report(
+                [v for v in report.violations if all(map(actor.scope.covers_grid, v.codes))]
+            )
             raise Conflict(
                 f"layout {layout_id} does not validate ({len(report.violations)} problems)",
-                violations=report.feature_collection(),
+                violations=shown.feature_collection(),
             )
         if effective_from is not None and effective_from > await _now(conn):
             await conn.execute(
-                "UPDATE grid_layout SET effective_from = %s WHERE id = %s",
-                (effective_from, layout_id),
+                """
+                UPDATE grid_layout SET effective_from = %(at)s, scheduled_by_id = %(uid)s,
+                       scheduled_by = %(name)s, scheduled_role = %(role)s,
+                       scheduled_scope = %(scope)s, scheduled_at = now(),
+                       scheduled_version = %(version)s
+                 WHERE id = %(id)s
+                """,
+                {
+                    "at": effective_from,
+                    "uid": actor.user_id,
+                    "name": actor.name,
+                    "role": SYSTEM_ROLE if actor == SYSTEM else actor.role,
+                    "scope": actor.scope.codes,
+                    "version": layout["version"],
+                    "id": layout_id,
+                },
             )
             await audit.record(
                 conn,
@@ -159,7 +227,7 @@ async def activate(
                 "layout.schedule",
                 object_type="grid_layout",
                 object_id=layout_id,
-                detail={"effective_from": effective_from.isoformat()},
+                detail={"effective_from": effective_from.isoformat(), "version": layout["version"]},
             )
             return {**await get_layout(conn, actor.scope, layout_id), "scheduled": True}
         previous = await (
@@ -203,13 +271,11 @@ async def record_lineage(conn: AsyncConnection[Any], layout_id: int, from_layout
 async def lineage(conn: AsyncConnection[Any], scope: Scope, layout_id: int) -> list[dict[str, Any]]:
     """How the layout's grids descend from the layout it replaced (old code → new code)."""
     await get_layout(conn, scope, layout_id)
-    rows = await (
-        await conn.execute(
-            "SELECT from_layout, old_code, new_code, area_share FROM grid_lineage "
-            "WHERE layout_id = %s ORDER BY old_code, new_code",
-            (layout_id,),
-        )
-    ).fetchall()
+    query = sql.SQL(
+        "SELECT from_layout, old_code, new_code, area_share FROM grid_lineage "
+        "WHERE layout_id = %(l)s AND {new} AND {old} ORDER BY old_code, new_code"
+    ).format(new=_grid_scope(scope, "new_code"), old=_grid_scope(scope, "old_code"))
+    rows = await (await conn.execute(query, {**scope.params(), "l": layout_id})).fetchall()
     return [
         {"from_layout": r[0], "old_code": r[1], "new_code": r[2], "area_share": round(r[3], 6)}
         for r in rows
@@ -240,10 +306,13 @@ async def export(
     await get_layout(conn, scope, layout_id)  # 404 outside the scope
     grids = await fetch_frame(
         conn,
-        "SELECT g.code, g.village_code, g.area_m2, g.households, s.name AS worker, "
-        "s.phone AS phone, ST_AsBinary(g.geom) AS wkb FROM grid g "
-        "LEFT JOIN staff s ON s.id = g.worker_id WHERE g.layout_id = %(l)s ORDER BY g.code",
-        {"l": layout_id},
+        sql.SQL(
+            "SELECT g.code, g.village_code, g.area_m2, g.households, s.name AS worker, "
+            "s.phone AS phone, ST_AsBinary(g.geom) AS wkb FROM grid g "
+            "LEFT JOIN staff s ON s.id = g.worker_id WHERE g.layout_id = %(l)s AND {} "
+            "ORDER BY g.code"
+        ).format(_grid_scope(scope, "g.code")),
+        {**scope.params(), "l": layout_id},
     )
     return await asyncio.to_thread(_write_export, grids, fmt, f"layout_{layout_id}")
 
@@ -354,19 +423,143 @@ async def replace_from_file(
     return {"layout": layout_id, "version": int(row[0]), "villages": villages, "grids": len(upload)}
 
 
-async def activate_due(conn: AsyncConnection[Any], actor: Principal) -> list[int]:
-    """Activate the drafts whose scheduled ``effective_from`` has come (a periodic task)."""
+SYSTEM_ROLE = "system"  # scheduled_role of a switch scheduled by the system (the CLI)
+
+
+@dataclass(frozen=True)
+class _Scheduled:
+    """A draft whose scheduled switch has come, with who scheduled it."""
+
+    id: int
+    area_code: str
+    version: int
+    effective_from: datetime
+    user_id: int | None
+    name: str | None
+    role: str | None
+    scope: list[str] | None
+    at: datetime | None
+    scheduled_version: int | None
+
+    def as_recorded(self) -> Principal:
+        """The scheduler as recorded at scheduling (for the audit of a refusal)."""
+        if self.name is None:
+            return SYSTEM
+        try:
+            scope = Scope.parse(self.scope or [])
+        except ValueError:
+            scope = Scope()
+        return Principal(name=self.name, role=self.role or "", scope=scope, user_id=self.user_id)
+
+
+def _recorded(due: _Scheduled) -> Principal | str | None:
+    """What the schedule's own record decides: a refusal, the system, or None (a user, to be
+    re-read)."""
+    if due.name is None:
+        return "no scheduler is recorded for this schedule; schedule it again"
+    if due.scheduled_version is not None and due.version != due.scheduled_version:
+        return (
+            f"the draft was edited after it was scheduled (version {due.scheduled_version} "
+            f"→ {due.version}); schedule it again"
+        )
+    if due.user_id is None:
+        return SYSTEM if due.role == SYSTEM_ROLE else f"user {due.name} no longer exists"
+    return None
+
+
+def _recheck(due: _Scheduled, row: tuple[Any, ...] | None) -> Principal | str:
+    """The scheduler's user row as it is now: enabled, a planner, the area in their scope
+    (the user's scope narrowed by the one recorded, which may come from a narrower token)."""
+    if row is None:
+        return f"user {due.name} no longer exists"
+    name, role, user_scope, disabled = row
+    if disabled:
+        return f"user {name} is disabled"
+    if role not in SATISFIES["planner"]:
+        return f"user {name} is now a {role}, not a planner"
+    try:
+        scope = Scope.parse(user_scope or []).narrow(Scope.parse(due.scope or []))
+    except ValueError as exc:
+        return f"the scope of user {name} cannot be read: {exc}"
+    if not scope.covers_area(due.area_code):
+        return f"the layout's area {due.area_code} is no longer in the scope of user {name}"
+    return Principal(name=name, role=role, scope=scope, user_id=due.user_id)
+
+
+async def _scheduler(conn: AsyncConnection[Any], due: _Scheduled) -> Principal | str:
+    """The scheduler as they are now, or why the switch must not happen in their name."""
+    decided = _recorded(due)
+    if decided is not None:
+        return decided
+    row = await (
+        await conn.execute(
+            "SELECT name, role, scope, disabled FROM users WHERE id = %s", (due.user_id,)
+        )
+    ).fetchone()
+    return _recheck(due, row)
+
+
+async def _refuse(conn: AsyncConnection[Any], due: _Scheduled, reason: str) -> None:
+    """Clear the schedule (it is not tried again) and audit the refusal in the scheduler's name."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE grid_layout SET effective_from = NULL WHERE id = %s AND status = 'draft'",
+            (due.id,),
+        )
+        await audit.record(
+            conn,
+            due.as_recorded(),
+            "layout.schedule_refused",
+            object_type="grid_layout",
+            object_id=due.id,
+            detail={
+                "reason": reason,
+                "effective_from": due.effective_from.isoformat(),
+                "scheduled_at": due.at.isoformat() if due.at else None,
+                "version": due.version,
+            },
+        )
+
+
+async def activate_due(conn: AsyncConnection[Any], runner: Principal = SYSTEM) -> list[int]:
+    """Activate the drafts whose scheduled ``effective_from`` has come (a periodic task run by
+    ``runner``, the system), each in the name of its scheduler as they are now: a scheduler
+    since disabled, removed, demoted or re-scoped away from the layout's area, or a draft edited
+    after scheduling, means no switch — the schedule is cleared and the refusal audited."""
     due = await (
         await conn.execute(
-            "SELECT id, version FROM grid_layout "
-            "WHERE status = 'draft' AND effective_from <= now() ORDER BY effective_from"
+            "SELECT id, area_code, version, effective_from, scheduled_by_id, scheduled_by, "
+            "scheduled_role, scheduled_scope, scheduled_at, scheduled_version FROM grid_layout "
+            "WHERE status = 'draft' AND effective_from <= now() ORDER BY effective_from, id"
         )
     ).fetchall()
     done = []
-    for layout_id, version in due:
+    for row in due:
+        item = _Scheduled(*row)
+        scheduler = await _scheduler(conn, item)
+        if isinstance(scheduler, str):
+            await _refuse(conn, item, scheduler)
+            continue
         try:
-            await activate(conn, actor, layout_id, version=version, effective_from=None)
+            async with conn.transaction():
+                await activate(conn, scheduler, item.id, version=item.version, effective_from=None)
+                await audit.record(
+                    conn,
+                    scheduler,
+                    "layout.activate_scheduled",
+                    object_type="grid_layout",
+                    object_id=item.id,
+                    detail={
+                        "effective_from": item.effective_from.isoformat(),
+                        "scheduled_at": item.at.isoformat() if item.at else None,
+                        "version": item.version,
+                        "run_by": runner.name,
+                    },
+                )
+        except (Forbidden, NotFound) as exc:
+            await _refuse(conn, item, str(exc))
+            continue
         except Conflict:
             continue  # invalid meanwhile or overlapping: stays a draft, the planner sees why
-        done.append(int(layout_id))
+        done.append(item.id)
     return done

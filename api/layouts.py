@@ -244,6 +244,11 @@ def _layout_scope(scope: Scope) -> sql.Composable:
     return scope.where("l.area_code", with_grid_villages=True)
 
 
+def _grids_scope(scope: Scope) -> sql.Composable:
+    """A layout's grids a scope sees (its count is of those)."""
+    return scope.where("g.code", "g.code")
+
+
 async def get_layout(conn: AsyncConnection[Any], scope: Scope, layout_id: int) -> dict[str, Any]:
     """One layout with its counts; 404 when missing or outside the scope.
 
@@ -255,11 +260,11 @@ async def get_layout(conn: AsyncConnection[Any], scope: Scope, layout_id: int) -
         SELECT l.id, l.name, l.purpose, l.area_code, l.status, l.method, l.params,
                l.resolution, l.version, l.synthetic, l.created_at, l.created_by,
                l.activated_at, l.activated_by, l.retired_at, l.cloned_from,
-               (SELECT count(*) FROM grid g WHERE g.layout_id = l.id) AS grids
+               (SELECT count(*) FROM grid g WHERE g.layout_id = l.id AND {grids}) AS grids
           FROM grid_layout l
          WHERE l.id = %(id)s AND ({scope} OR {covers})
         """
-    ).format(scope=_layout_scope(scope), covers=_covers_scope(scope))
+    ).format(scope=_layout_scope(scope), covers=_covers_scope(scope), grids=_grids_scope(scope))
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, {**scope.params(), "id": layout_id})
         row = await cur.fetchone()
@@ -285,12 +290,12 @@ async def list_layouts(
         """
         SELECT l.id, l.name, l.purpose, l.area_code, l.status, l.method, l.resolution,
                l.version, l.synthetic, l.created_at, l.activated_at,
-               (SELECT count(*) FROM grid g WHERE g.layout_id = l.id) AS grids
+               (SELECT count(*) FROM grid g WHERE g.layout_id = l.id AND {grids}) AS grids
           FROM grid_layout l
          WHERE ({scope} OR {covers}) AND (%(status)s::text IS NULL OR l.status = %(status)s)
          ORDER BY l.id
         """
-    ).format(scope=_layout_scope(scope), covers=_covers_scope(scope))
+    ).format(scope=_layout_scope(scope), covers=_covers_scope(scope), grids=_grids_scope(scope))
     params = {**scope.params(), "status": status}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)

@@ -252,6 +252,14 @@ async def update_alert_point(
                 "village_code = %s WHERE id = %s",
                 (body.lon, body.lat, moved[0], point_id),
             )
+        if "staff_id" in body.model_fields_set and body.staff_id is not None:
+            # a staff member outside the scope is answered like an absent one (ids do not
+            # enumerate people), and nothing is written
+            staff = await (
+                await conn.execute("SELECT village_code FROM staff WHERE id = %s", (body.staff_id,))
+            ).fetchone()
+            if staff is None or not principal.scope.covers_area(staff[0] or ""):
+                raise NotFound(f"no staff member {body.staff_id}", field="staff_id")
         if "staff_id" in body.model_fields_set:
             await conn.execute(
                 "UPDATE alert_point SET staff_id = %s WHERE id = %s", (body.staff_id, point_id)
