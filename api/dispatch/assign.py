@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection, errors, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, model_validator
@@ -24,7 +24,7 @@ from api.dispatch import ACTIVE
 from api.dispatch.candidates import Target
 from api.dispatch.incidents import add_event, get_incident
 from api.dispatch.terminal import Terminals, order_terminal
-from api.errors import Conflict, Forbidden, NotFound
+from api.errors import Conflict, NotFound
 from api.scope import Scope
 from api.settings import DispatchSettings
 from gis import dispatch as maths
@@ -45,11 +45,24 @@ class AssignIn(BaseModel):
 
 def commands(scope: Scope, target: Target, home_village: str | None) -> bool:
     """Whether a dispatcher may send a responder homed in ``home_village``: inside their scope,
-    or summoned by the incident's escalation (its level's unit holds the responder)."""
+    or summoned by the incident's recorded escalation (its level's unit holds the responder)."""
     if scope.unrestricted or (home_village and scope.covers_area(home_village)):
         return True
     unit = maths.unit_code(target.level, target.village_code)
     return bool(unit and home_village and home_village.startswith(unit))
+
+
+async def _keeps_a_grid_of(conn: AsyncConnection[Any], scope: Scope, staff_id: int) -> bool:
+    """The staff member is the worker or leader of a grid of an active layout inside the scope
+    (a grid-scoped dispatcher commands the worker of their grid; a township's dispatcher the
+    workers of its grids, wherever they live)."""
+    query = sql.SQL(
+        "SELECT 1 FROM grid g JOIN grid_layout l ON l.id = g.layout_id "
+        "WHERE l.status = 'active' AND (g.worker_id = %(s)s OR g.leader_id = %(s)s) "
+        "AND {} LIMIT 1"
+    ).format(scope.where("g.code", "g.code"))
+    row = await (await conn.execute(query, {**scope.params(), "s": staff_id})).fetchone()
+    return row is not None
 
 
 async def _vehicle(
@@ -67,10 +80,10 @@ async def _vehicle(
             (device_id,),
         )
         device = await cur.fetchone()
-        if device is None:
+        # a vehicle beyond the dispatcher's command is answered like one that does not exist:
+        # nothing of it (identifier, name) is shown, so ids do not enumerate vehicles
+        if device is None or not commands(scope, target, device["home_village"]):
             raise NotFound(f"no device {device_id}", field="device_id")
-        if not commands(scope, target, device["home_village"]):
-            raise Forbidden(f"vehicle {device['identifier']} is outside your command")
         await cur.execute(
             "SELECT status, lon, lat, extract(epoch FROM now() - fix_time)::float8 AS age_s "
             "FROM device_state WHERE device_id = %s FOR UPDATE",
@@ -95,18 +108,22 @@ async def _vehicle(
 async def _worker(
     conn: AsyncConnection[Any], scope: Scope, target: Target, staff_id: int
 ) -> dict[str, Any]:
-    """Lock a grid worker who is active and free; 404/403/409 otherwise."""
+    """Lock a grid worker who is active and free; 404/409 otherwise.
+
+    The worker must lie in the dispatcher's scope (their village, or a grid of the scope they
+    keep) or in the unit the incident's recorded escalation summons; anyone else is answered
+    like an id that does not exist, so ids do not enumerate names."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT id, name, phone, active, village_code FROM staff WHERE id = %s FOR UPDATE",
             (staff_id,),
         )
         staff = await cur.fetchone()
-        if staff is None:
+        if staff is None or not (
+            commands(scope, target, staff["village_code"])
+            or await _keeps_a_grid_of(conn, scope, staff_id)
+        ):
             raise NotFound(f"no staff member {staff_id}", field="staff_id")
-        own_grid = bool(target.grid_code and scope.covers_grid(target.grid_code))
-        if not (own_grid or commands(scope, target, staff["village_code"])):
-            raise Forbidden(f"staff member {staff_id} is outside your command")
         if not staff["active"]:
             raise Conflict(f"staff member {staff['name']} is inactive", reason=maths.INACTIVE)
         await cur.execute(
@@ -146,9 +163,8 @@ async def assign(
     Raises
     ------
     NotFound
-        Unknown (or out of scope) incident, device or staff member.
-    Forbidden
-        A responder the dispatcher may not command.
+        Unknown (or out of scope) incident; a device or staff member that does not exist or
+        that the dispatcher may not command (outside their scope and the escalation's unit).
     Conflict
         The incident is not new, or the responder is busy, stale, offline, off duty, disabled
         or inactive (``reason`` in the body).

@@ -275,7 +275,7 @@ def test_escalation_widens_a_township_dispatchers_responders_and_records_it(
         assert near not in ids
         assert ranked["scope_widened_to"] is None
     refused = act(client, township, iid, "assign", device_id=near)
-    assert refused.status_code == 403
+    assert refused.status_code == 404  # beyond their command: answered like an absent vehicle
     assert act(client, township, iid, "escalate").json()["escalation"] == "county"
     ranked = candidates(client, township, iid, k=10)
     vehicles = [c["device_id"] for c in ranked["candidates"] if c["kind"] == "vehicle"]
