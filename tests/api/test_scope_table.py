@@ -367,7 +367,7 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/collections"): Covered(reason="collection names and links, no features"),
     ("GET", "/tiles"): Covered(reason="tile layer names and links, no features"),
     ("GET", "/api/v1/jt808/stats"): Covered(reason="admin: protocol server counters"),
-    ("GET", "/api/v1/ingest/stats"): Covered(reason="admin: league-wide counters per reason"),
+    ("GET", "/api/v1/ingest/stats"): Covered("test_ingest_stats_are_cut_to_the_scope"),
     ("POST", "/api/v1/coverage/update"): Covered(reason="admin: runs the pending coverage job"),
     # ---- admin areas
     ("GET", "/api/v1/admin-areas"): Listing(
@@ -514,7 +514,7 @@ TABLE: dict[tuple[str, str], Case] = {
         refused=422,
     ),
     ("POST", "/api/v1/alert-points/siting"): Read(
-        "viewer",
+        "planner",
         "area",
         _post(
             lambda s, t: "/api/v1/alert-points/siting",
@@ -970,3 +970,131 @@ def test_collections_are_cut_to_the_scope(
             assert got == {t: 200 if t in SEES["area"][user] else 404 for t in TIERS}, user
     for wide, narrow in itertools.pairwise(WIDEST_FIRST):
         assert seen[narrow] <= seen[wide]
+
+
+# ---- layout operations: the content, not only the status (issue 18) ---------------------------
+def _text(value: Any) -> str | None:
+    """A text field read back from a file: missing values come back as NaN."""
+    return value if isinstance(value, str) and value else None
+
+
+def _sql_codes(db: psycopg.Connection[Any], layout: int, user: str) -> dict[str, tuple[Any, Any]]:
+    """code → (worker name, phone) of the layout's grids inside the user's scope, from SQL."""
+    rows = db.execute(
+        "SELECT g.code, s.name, s.phone FROM grid g LEFT JOIN staff s ON s.id = g.worker_id "
+        "WHERE g.layout_id = %s AND g.code LIKE ANY(%s)",
+        (layout, [f"{c}%" for c in USERS[user]]),
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+@pytest.mark.parametrize("fmt", ["gpkg", "shp", "geojson"])
+def test_layout_export_holds_only_the_scopes_grids_and_workers(
+    client: TestClient, scene: Scene, db: psycopg.Connection[Any], tmp_path: Any, fmt: str
+) -> None:
+    import pyogrio
+
+    for user in NARROW:
+        url = f"/api/v1/layouts/{scene.active}/export?format={fmt}"
+        response = scene.call(client, "viewer", user, "GET", url)
+        assert response.status_code == 200, (user, response.text[:300])
+        path = tmp_path / f"{user}.{'zip' if fmt == 'shp' else fmt}"
+        path.write_bytes(response.content)
+        frame = pyogrio.read_dataframe(f"/vsizip/{path}" if fmt == "shp" else path)
+        want = _sql_codes(db, scene.active, user)
+        assert want, user
+        assert sorted(map(str, frame["code"])) == sorted(want), user
+        assert all(allowed(user, str(c)) for c in frame["code"])
+        got = {
+            (str(c), _text(w), _text(p))
+            for c, w, p in zip(frame["code"], frame["worker"], frame["phone"], strict=True)
+        }
+        assert got == {(c, w, p) for c, (w, p) in want.items()}, user
+
+
+def test_layout_diff_validate_and_lineage_hold_only_the_scopes_grids(
+    client: TestClient, scene: Scene, db: psycopg.Connection[Any]
+) -> None:
+    vehicle = _one(db, "SELECT id FROM grid_layout WHERE status = 'active' AND purpose = 'vehicle'")
+    # lineage rows for the active layout (old = new codes), removed afterwards
+    db.execute(
+        "INSERT INTO grid_lineage (layout_id, from_layout, old_code, new_code, area_share) "
+        "SELECT %s, %s, code, code, 1.0 FROM grid WHERE layout_id = %s",
+        (scene.active, vehicle, scene.active),
+    )
+    try:
+        for user in NARROW:
+            want = set(_sql_codes(db, scene.active, user))
+            # every patrol grid differs from the vehicle areas (other shapes, other codes)
+            url = f"/api/v1/layouts/{scene.active}/diff?against={vehicle}"
+            diff = scene.call(client, "viewer", user, "GET", url)
+            assert diff.status_code == 200, (user, diff.text[:300])
+            codes = [f["properties"]["code"] for f in diff.json()["features"]]
+            assert set(codes) == want | set(_sql_codes(db, vehicle, user)), user
+            lineage = scene.call(
+                client, "viewer", user, "GET", f"/api/v1/layouts/{scene.active}/lineage"
+            )
+            assert lineage.status_code == 200
+            rows = lineage.json()
+            assert sorted(r["new_code"] for r in rows) == sorted(want), user
+            assert all(allowed(user, r["old_code"]) for r in rows), user
+            layout = scene.call(client, "viewer", user, "GET", f"/api/v1/layouts/{scene.active}")
+            assert layout.json()["grids"] == len(want), user
+            grids = scene.call(
+                client, "viewer", user, "GET", f"/api/v1/layouts/{scene.active}/grids"
+            ).json()
+            assert sorted(f["properties"]["code"] for f in grids["features"]) == sorted(want)
+    finally:
+        db.execute("DELETE FROM grid_lineage WHERE layout_id = %s", (scene.active,))
+    # the tier layouts are unstaffed: each user sees the no_worker violations of their grids
+    for user in WIDEST_FIRST:
+        for tier in SEES["area"][user]:
+            layout = scene.layout[tier]
+            url = f"/api/v1/layouts/{layout}/validate"
+            body = scene.call(client, "viewer", user, "GET", url).json()
+            codes = [c for f in body["violations"]["features"] for c in f["properties"]["codes"]]
+            assert all(allowed(user, c) for c in codes), (user, tier, codes)
+            unstaffed = {
+                c for c, (worker, _) in _sql_codes(db, layout, user).items() if worker is None
+            }
+            if user == "league":
+                unstaffed = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT code FROM grid WHERE layout_id = %s AND worker_id IS NULL",
+                        (layout,),
+                    ).fetchall()
+                }
+            no_worker = {
+                f["properties"]["codes"][0]
+                for f in body["violations"]["features"]
+                if f["properties"]["kind"] == "no_worker"
+            }
+            assert no_worker == unstaffed, (user, tier)
+            assert body["problems"] == len(body["violations"]["features"])
+
+
+def test_ingest_stats_are_cut_to_the_scope(
+    client: TestClient, scene: Scene, db: psycopg.Connection[Any]
+) -> None:
+    for tier in TIERS:  # a stored fix for each tier's device
+        body = _fixes(scene.device_ident[tier], scene.point[tier], n=2)
+        got = scene.call(client, "admin", "league", "POST", "/api/v1/positions", json=body)
+        assert got.status_code == 200, got.text
+    for user in WIDEST_FIRST:
+        response = scene.call(client, "admin", user, "GET", "/api/v1/ingest/stats")
+        assert response.status_code == 200, response.text
+        totals = response.json()["totals"]
+        if user == "league":
+            row = db.execute(
+                "SELECT sum(n) FROM ingest_counter WHERE outcome = 'stored'"
+            ).fetchone()
+        else:
+            row = db.execute(
+                "SELECT count(*) FROM position p JOIN device d ON d.id = p.device_id "
+                "WHERE d.home_village LIKE ANY(%s)",
+                ([f"{c}%" for c in USERS[user]],),
+            ).fetchone()
+            assert "duplicate" not in totals
+        assert row is not None
+        assert totals.get("stored", 0) == int(row[0] or 0), user
