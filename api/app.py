@@ -24,6 +24,7 @@ from api.errors import install_handlers
 from api.ingest import partitions
 from api.ingest.store import Ingestor
 from api.ingest.writer import GroupWriter
+from api.limits import BodyGuard
 from api.protocols.jt808.server import Jt808Server
 from api.protocols.osmand_server import OsmAndServer
 from api.ratelimit import RateLimiter, ingest_limiter
@@ -185,6 +186,8 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
     app.state.login_limiter = RateLimiter(rate=0.5, burst=10)
     app.state.ingest_limiter = ingest_limiter(settings)
     install_handlers(app)
+    # authenticate before any body is read; body limits per route (api/limits.py)
+    app.add_middleware(BodyGuard, settings=settings)
     routers = (
         health,
         admin_areas,

@@ -53,7 +53,21 @@ class ApiSettings(BaseSettings):
     state_dir: Path = Field(default=Path("var"), description="Admin token, logs, reports.")
     token_cache_seconds: float = Field(default=5.0, ge=0, description="Token lookup cache TTL.")
     public_tiles: bool = False
-    max_body_mb: float = Field(default=64.0, gt=0, description="Largest accepted request body.")
+    max_body_mb: float = Field(
+        default=1.0, gt=0, description="Largest JSON request body (uploads: INGEST_MAX_BODY_MB)."
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="open HTTP connections (≤ 10 % of the fd limit)"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request's line and headers must arrive within this"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest pause while a request body is being received"
+    )
+    max_request_line_kb: float = Field(default=8.0, gt=0, description="longest request line: 414")
+    max_header_kb: float = Field(default=32.0, gt=0, description="all headers together: 431")
+    max_headers: int = Field(default=100, ge=1, description="header lines per request: 431")
 
 
 class IngestSettings(BaseSettings):
@@ -86,8 +100,17 @@ class OsmAndSettings(BaseSettings):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=5055, ge=0, le=65535, description="0 = any free port")
-    max_connections: int = Field(default=20_000, ge=1)
+    max_connections: int = Field(
+        default=7500, ge=1, description="open device connections (≤ 40 % of the fd limit)"
+    )
     idle_timeout_s: float = Field(default=120.0, gt=0)
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request's line and headers must arrive within this"
+    )
+    body_timeout_s: float = Field(default=10.0, gt=0, description="a request's body, likewise")
+    max_request_line_kb: float = Field(default=8.0, gt=0, description="longest request line: 414")
+    max_header_kb: float = Field(default=16.0, gt=0, description="all headers together: 431")
+    max_headers: int = Field(default=64, ge=1, description="header lines per request: 431")
 
 
 class Jt808Settings(BaseSettings):

@@ -16,6 +16,7 @@ from api.app import create_app
 from api.cli.common import connect, fail, is_tty, run_async
 from api.db import ClusterError, cluster_for, database_url, migrate
 from api.demo import load_demo
+from api.limits import guarded_protocol
 from api.progress import cli_progress
 from api.settings import Settings, get_settings
 
@@ -45,6 +46,8 @@ async def _serve(settings: Settings, url: str) -> None:
         log_level="info",
         access_log=False,
         lifespan="on",
+        # header/body deadlines, request line/header caps, connection cap (api/limits.py)
+        http=guarded_protocol(settings.api),
     )
     server = uvicorn.Server(config)
     await server.serve()

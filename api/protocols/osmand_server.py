@@ -28,6 +28,7 @@ import httptools
 from api.ingest.filters import REASONS
 from api.ingest.fixes import FixBatch, FixError
 from api.ingest.writer import GroupWriter, IngestUnavailable
+from api.limits import ConnectionStats, connection_cap
 from api.protocols import osmand
 from api.ratelimit import RateLimiter
 from api.settings import OsmAndSettings
@@ -38,7 +39,10 @@ _STATUS = {
     200: b"OK",
     400: b"Bad Request",
     405: b"Method Not Allowed",
+    408: b"Request Timeout",
     413: b"Payload Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
     429: b"Too Many Requests",
     503: b"Service Unavailable",
 }
@@ -73,8 +77,18 @@ class _Request:
     keep_alive: bool = True
 
 
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request already answered and closed."""
+
+
 class _Connection(asyncio.Protocol):
-    """One device connection: parse requests, answer them in order."""
+    """One device connection: parse requests, answer them in order.
+
+    Framing limits (``GRIDPATROL_OSMAND_…``): the request line (414) and the headers (431, size
+    and count) are capped, the body too (413, ``Content-Length`` checked first); a request's line
+    and headers must arrive within ``HEADER_TIMEOUT_S`` of its first byte (or of the connection's
+    opening) and its body within ``BODY_TIMEOUT_S`` of the headers, else 408 and closed; the URL
+    is gathered in a bytearray (pieces were concatenated: quadratic on a long URL)."""
 
     def __init__(self, server: OsmAndServer) -> None:
         self.server = server
@@ -85,47 +99,123 @@ class _Connection(asyncio.Protocol):
         self.queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
         self.last_seen = time.monotonic()
+        self._url = bytearray()
+        self._in_head = False  # a request began and its headers are not complete
+        self._head_bytes = 0  # header lines' bytes (names and values)
+        self._head_raw = 0  # bytes of chunks that fell wholly inside a head
+        self._header_count = 0
+        self._content_length = b""
+        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting_for = b"request line and headers"
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        if len(self.server.connections) >= self.server.settings.max_connections:
+        if len(self.server.connections) >= self.server.max_connections:
+            self.server.stats.refused_over_cap += 1
             self.transport.write(_response(503, b"too many connections", close=True))
             self.transport.close()
             return
         self.server.connections.add(self)
         self.worker = asyncio.get_running_loop().create_task(self._work())
+        self._arm(self.server.settings.header_timeout_s, b"request line and headers")
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
         self.last_seen = time.monotonic()
+        head_before = self._in_head
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, b"upgrade not supported")
         except httptools.HttpParserError:
-            self._fail(400, b"malformed HTTP request")
+            self._fail(400, b"malformed HTTP request")  # nothing more when already refused
+        if head_before and self._in_head:
+            # the parser gathers header fields itself: a chunk that neither began nor ended a
+            # head is all head, so count it before the parser sees more
+            self._head_raw += len(data)
+            settings = self.server.settings
+            if self._head_raw > (settings.max_header_kb + settings.max_request_line_kb) * 1024:
+                self.server.stats.refused_headers += 1
+                self._fail(431, b"request headers too large")
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - protocol API
+        self._disarm()
         self.server.connections.discard(self)
         self.queue.put_nowait(None)
+
+    # ---- deadlines -------------------------------------------------------------------------------
+    def _arm(self, seconds: float, waiting_for: bytes) -> None:
+        self._disarm()
+        self._waiting_for = waiting_for
+        self._deadline = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if self._waiting_for == b"body":
+            self.server.stats.closed_body_timeout += 1
+        else:
+            self.server.stats.closed_header_timeout += 1
+        self._fail(408, self._waiting_for + b" not received in time")
 
     # ---- httptools callbacks -------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.current = _Request()
+        self._url = bytearray()
+        self._in_head = True
+        self._head_bytes = self._head_raw = self._header_count = 0
+        self._content_length = b""
+        if self._deadline is None:  # else the connection's first deadline still runs
+            self._arm(self.server.settings.header_timeout_s, b"request line and headers")
 
     def on_url(self, url: bytes) -> None:
-        self.current.url += url
+        self._url += url
+        if len(self._url) > self.server.settings.max_request_line_kb * 1024:
+            self.server.stats.refused_request_line += 1
+            self._fail(414, b"request line too long")
+            raise _Refused
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self.current.url = bytes(self._url)
+        settings = self.server.settings
+        self._disarm()
+        if self._content_length.strip().isdigit() and int(self._content_length) > MAX_BODY:
+            self.server.stats.refused_body += 1
+            self._fail(413, b"body too large")
+            raise _Refused
+        self._arm(settings.body_timeout_s, b"body")  # until the message completes
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._head_bytes += len(name) + len(value)
+        settings = self.server.settings
+        if self._header_count > settings.max_headers or self._head_bytes > (
+            settings.max_header_kb * 1024
+        ):
+            self.server.stats.refused_headers += 1
+            self._fail(431, b"too many or too large header lines")
+            raise _Refused
+        if name.lower() == b"content-length":
+            self._content_length = value
         if name.lower() == b"content-type":
             self.current.content_type = value.lower()
 
     def on_body(self, body: bytes) -> None:
         self.current.body += body
         if len(self.current.body) > MAX_BODY:
+            self.server.stats.refused_body += 1
             self._fail(413, b"body too large")
+            raise _Refused
 
     def on_message_complete(self) -> None:
+        self._disarm()
         self.current.method = self.parser.get_method()
         self.current.keep_alive = self.parser.should_keep_alive()
         self.queue.put_nowait(self.current)
@@ -166,6 +256,8 @@ class OsmAndServer:
         self.clock = clock
         self.limiter = limiter  # per device id, shared with the HTTP ingest routes' limits
         self.connections: set[_Connection] = set()
+        self.max_connections = connection_cap(settings.max_connections, 0.4)  # < the fd limit
+        self.stats = ConnectionStats()  # refused and closed connections (api/limits.py)
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
 

@@ -10,9 +10,8 @@ from pydantic import BaseModel, Field
 
 from api import admin_areas, grids, layout_ops, layouts, staff
 from api.auth import Planner, Viewer
-from api.deps import AppSettings, Conn
+from api.deps import AppSettings, Conn, read_body
 from api.responses import GeoJSONResponse
-from api.routers.positions import read_body
 
 router = APIRouter(tags=["grids"])
 

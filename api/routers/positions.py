@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from api import positions
 from api.auth import Admin, DeviceWriter, Principal
-from api.deps import AppSettings, Conn
-from api.errors import BadRequest, Forbidden, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from api.deps import AppSettings, Conn, read_body
+from api.errors import BadRequest, Forbidden, Unprocessable, UnsupportedMediaType
 from api.ingest.fixes import FixBatch, FixError
 from api.ingest.store import Ingestor
 from api.ingest_stats import scoped_ingest_stats
@@ -41,22 +41,6 @@ def limit_rate(request: Request, principal: Principal) -> None:
     limiter: RateLimiter | None = getattr(request.app.state, "ingest_limiter", None)
     if limiter is not None:
         limiter.check(f"ingest:{principal.name}")
-
-
-async def read_body(request: Request, max_mb: float) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds the limit."""
-    limit = int(max_mb * 1024 * 1024)
-    message = f"the body is larger than {max_mb:g} MB; split the upload"
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(message, limit_mb=max_mb)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(message, limit_mb=max_mb)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def own_devices_only(conn: Any, principal: Principal, batch: FixBatch) -> None:

@@ -13,11 +13,10 @@ from shapely.geometry.base import BaseGeometry
 
 from api import audit, layout_ops, redraw
 from api.auth import Planner, Viewer
-from api.deps import AppSettings, Conn
+from api.deps import AppSettings, Conn, read_body
 from api.errors import NotFound, Unprocessable
 from api.layouts import get_layout
 from api.responses import GeoJSONResponse
-from api.routers.positions import read_body
 from gis import redraw as edits
 
 router = APIRouter(prefix="/api/v1/layouts", tags=["redraw"])
