@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from psycopg import sql
 from pydantic import BaseModel
 
@@ -16,6 +16,7 @@ from api.errors import BadRequest, Forbidden, Unprocessable, UnsupportedMediaTyp
 from api.ingest.fixes import FixBatch, FixError
 from api.ingest.store import Ingestor
 from api.ingest_stats import scoped_ingest_stats
+from api.limits import connection_counts
 from api.protocols import trackfiles
 from api.protocols.batchjson import BatchFormatError, parse_batch_json
 from api.ratelimit import RateLimiter
@@ -197,12 +198,15 @@ async def _file(
 async def ingest_stats(
     principal: Admin,
     conn: Conn,
+    connections: Annotated[dict[str, Any], Depends(connection_counts)],
     since: Annotated[datetime | None, Query(alias="from")] = None,
     until: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> dict[str, Any]:
     if not principal.scope.unrestricted:  # the counters are league-wide: count their rows
         return await scoped_ingest_stats(conn, principal.scope, since=since, until=until)
-    return await positions.ingest_stats(conn, since=since, until=until)
+    # refused/closed connections of this process's listeners (api/limits.py): league admins only
+    stats = await positions.ingest_stats(conn, since=since, until=until)
+    return {**stats, "connections": connections}
 
 
 @router.get("/api/v1/ingest/rejected", summary="Recently quarantined fixes with their reasons")
