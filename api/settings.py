@@ -129,7 +129,15 @@ class Jt808Settings(BaseSettings):
     )
     auto_register: bool = Field(default=False, description="register unknown terminals")
     match_identifier: bool = Field(
-        default=True, description="a device whose identifier is the phone is its terminal's"
+        default=False,
+        description="opt-in: a device whose identifier is the phone is its terminal's "
+        "(else only an operator's binding, device.jt808_phone)",
+    )
+    reregister_quiet_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="a registered terminal connected, or heard from this recently, is not "
+        "registered again (0: only while connected)",
     )
     auto_register_crs: Literal["wgs84", "cgcs2000", "gcj02", "bd09"] = "wgs84"
     max_frame_bytes: int = Field(default=4096, ge=64, description="escaped bytes per frame")

@@ -3,7 +3,11 @@
 ``send``, ``show`` and ``stats`` talk to the RUNNING server's HTTP API (the terminals' TCP
 connections live in that process): base URL from ``--api`` or the API settings, bearer token from
 ``--token``, ``GRIDPATROL_TOKEN`` or the admin token ``gridpatrol run`` keeps in the state dir.
-``bind`` and ``reset`` work on the database directly (admin, like ``gridpatrol devices``).
+``bind`` and ``reset`` work on the database directly (admin, like ``gridpatrol devices``) and
+are audited (``jt808.bind``, ``jt808.reset``). ``bind`` is how a terminal gets its device: unless
+``GRIDPATROL_JT808_MATCH_IDENTIFIER`` is on, a terminal registers only to the device bound to its
+phone. ``reset`` lets a terminal that lost its auth code (or a replacement) register at once,
+instead of after ``REREGISTER_QUIET_S`` of silence.
 
 DEVICE is a device identifier, a terminal phone number (leading zeros optional) or ``#<id>``.
 """
@@ -20,6 +24,7 @@ from typing import Any
 
 import typer
 
+from api.auth import SYSTEM
 from api.cli.common import connect, fail, run_async, settings_and_url
 from api.cli.serve import ADMIN_TOKEN_FILE
 from api.protocols.jt808 import registration
@@ -165,7 +170,7 @@ def bind(
     async def go() -> int:
         device_id = await _device_id(device)
         async with connect(url) as conn:
-            await registration.bind(conn, device_id, phone)
+            await registration.bind(conn, device_id, phone, actor=SYSTEM)
         return device_id
 
     device_id = run_async(go())
@@ -181,7 +186,7 @@ def reset(
     async def go() -> int:
         device_id = await _device_id(device)
         async with connect(url) as conn:
-            await registration.unregister(conn, device_id)
+            await registration.unregister(conn, device_id, actor=SYSTEM)
         return device_id
 
     device_id = run_async(go())

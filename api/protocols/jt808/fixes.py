@@ -4,7 +4,8 @@ Columns: lat/lon as sent (the device's declared CRS is applied by the ingest pat
 course degrees, altitude m, the terminal's time in UTC, and ``extras`` JSON with what 808 adds:
 ``alarm`` (the DWORD) and ``alarms`` (names of the set bits), ``status`` (the DWORD) and ``acc``,
 each additional item present (``mileage_km``, ``fuel_l``, ``recorder_speed_kmh``,
-``signal_strength``, ``satellites`` …) and ``raw_extras`` (unknown items, id → hex).
+``signal_strength``, ``satellites`` …), ``raw_extras`` (unknown items, id → hex) and
+``raw_tail`` (vendor bytes after the last item that parsed, hex; see ``location``).
 
 Reports that are not positions are quarantined, never stored and never silently dropped: an
 all-zero time (``no_time``: a terminal that never had a fix), status bit 1 clear
@@ -82,6 +83,8 @@ def extras_json(location: Location) -> str:
             extras[name] = value
     if location.raw_extras:
         extras["raw_extras"] = {f"0x{k:02X}": v for k, v in location.raw_extras.items()}
+    if location.raw_tail:
+        extras["raw_tail"] = location.raw_tail
     return orjson.dumps(extras).decode()
 
 

@@ -4,8 +4,11 @@ Identifier mapping. 808 terminals are named by phone-number-like digits, while s
 vehicles are devices ``sim-<village>-<n>``. ``assign_phones`` gives each such device a
 ``jt808_phone`` (unless it has one): ``14`` followed by its ``device.id`` zero-padded to 10
 digits — 12 digits, so it fits a 2013 header, unique by construction, stable across runs. The
-terminal registers with that phone (0x0100, the device is known, so it is accepted), gets its
-auth code and authenticates; the fixes are then stored under the device's identifier.
+terminal registers with that phone (0x0100, the device is bound to it, so it is accepted), gets
+its auth code and authenticates; the fixes are then stored under the device's identifier. A new
+run's terminals hold no auth code, and the server refuses to register again a terminal heard from
+within ``REREGISTER_QUIET_S`` (the last run's): so ``assign_phones``, acting as the operator,
+also resets the simulated devices' registrations (``gridpatrol jt808 reset``, one audit entry).
 
 Sending: one terminal (one TCP connection) per vehicle, fixes in time order; a location is
 (re)sent until acknowledged with result 0, as a terminal keeps unacknowledged reports. Paced
@@ -26,6 +29,8 @@ from typing import Any, Final
 import numpy as np
 from psycopg import AsyncConnection
 
+from api import audit
+from api.auth import SYSTEM
 from api.progress import NullProgress, Progress, Task
 from api.protocols.jt808.header import Version
 from api.protocols.jt808.location import Location
@@ -59,6 +64,10 @@ async def assign_phones(conn: AsyncConnection[Any], identifiers: list[str]) -> l
     ------
     ValueError
         When an identifier is not a registered device.
+
+    Notes
+    -----
+    Earlier terminal registrations of these devices are reset (see the module docstring).
     """
     await conn.execute(
         "UPDATE device SET jt808_phone = %s || lpad(id::text, 10, '0'), updated_at = now() "
@@ -74,6 +83,23 @@ async def assign_phones(conn: AsyncConnection[Any], identifiers: list[str]) -> l
     missing = [i for i in identifiers if i not in phones]
     if missing:
         raise ValueError(f"not registered: {', '.join(missing[:5])}")
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE device SET jt808_auth_hash = NULL, jt808_registered_at = NULL, "
+            "jt808_manufacturer = NULL, jt808_model = NULL, jt808_terminal_id = NULL, "
+            "updated_at = now() WHERE identifier = ANY(%s) AND jt808_auth_hash IS NOT NULL "
+            "RETURNING id",
+            (identifiers,),
+        )
+        reset = [row[0] for row in await cur.fetchall()]
+        if reset:
+            await audit.record(
+                conn,
+                SYSTEM,
+                "jt808.reset",
+                object_type="device",
+                detail={"simulator": True, "devices": len(reset), "first_ids": reset[:20]},
+            )
     return [phones[i] for i in identifiers]
 
 

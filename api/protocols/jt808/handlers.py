@@ -5,6 +5,10 @@ Rules:
 - Before authentication only 0x0100 register and 0x0102 authenticate are handled; anything else
   (subpackages included) gets 0x8001 result 1 and is neither decoded nor stored. After
   ``max_auth_failures`` refused registrations or authentications the connection is closed.
+- A registration of a device whose terminal is connected on another connection, or was heard
+  from within ``reregister_quiet_s``, is refused with 0x8100 result 3 (``registration``): a
+  copied maker + terminal id does not take a live terminal's place. Every registration naming a
+  device is audited.
 - After authentication a frame naming another phone than the session's is refused the same way
   (``phone_mismatch``): one connection speaks for one terminal.
 - Subpackaged messages go through the server's ``Reassembler``; the whole message is answered
@@ -14,7 +18,9 @@ Rules:
   future resolved — stored, duplicate or quarantined alike. When the writer is unavailable the
   answer is result 1 (failure): the terminal keeps the fixes and sends them again.
 - A body that does not decode gets result 2 (3 for an unsupported encryption); an unknown id, or
-  a platform message sent by a terminal, gets result 3 "not supported".
+  a platform message sent by a terminal, gets result 3 "not supported". Vendor additional
+  information that does not parse is no decode error: the position is stored with the tail in
+  its extras (``raw_tail``), answered 0 and counted (``fixes.raw_tail``).
 - 0x0001 and 0x0201 are answers to our commands: recorded, not answered.
 """
 
@@ -68,6 +74,7 @@ class _Group:
     reports: list[Report] = field(default_factory=list)
     acks: list[Header] = field(default_factory=list)
     answers: list[tuple[int, Location]] = field(default_factory=list)
+    tails: int = 0  # reports with an undecodable vendor tail (stored all the same)
 
     def __bool__(self) -> bool:
         return bool(self.reports or self.acks or self.answers)
@@ -139,15 +146,18 @@ def _collect(group: _Group, session: Session, header: Header, message: Message) 
     if isinstance(message, Location):
         group.reports.append(Report(message, f"0x0200 serial {header.serial}"))
         group.acks.append(header)
+        group.tails += bool(message.raw_tail)
     elif isinstance(message, BatchLocation):
         origin = f"0x0704 serial {header.serial} item"
         group.reports += [
             Report(fix, f"{origin} {i}") for i, fix in enumerate(message.locations, start=1)
         ]
         group.acks.append(header)
+        group.tails += sum(1 for fix in message.locations if fix.raw_tail)
     else:
         group.reports.append(Report(message.location, f"0x0201 serial {header.serial}"))
         group.answers.append((message.answered_serial, message.location))
+        group.tails += bool(message.location.raw_tail)
     return True
 
 
@@ -160,6 +170,8 @@ async def _flush(server: Jt808Server, conn: Connection, group: _Group) -> None:
     batch, errors = to_batch(identifier, group.reports)
     for error in errors:
         stats.fixes[f"quarantined_{error.reason}"] += 1
+    if group.tails:
+        stats.fixes["raw_tail"] += group.tails
     result = ReplyResult.SUCCESS
     try:
         stats.fixes["submitted"] += len(batch)
@@ -213,6 +225,12 @@ async def _one(server: Jt808Server, conn: Connection, header: Header, message: M
 
 async def _register(server: Jt808Server, conn: Connection, header: Header, msg: Register) -> None:
     settings = server.settings
+
+    def connected(device_id: int) -> bool:
+        other = server.by_device.get(device_id)
+        return other is not None and other is not conn and not other.closed
+
+    holder = conn.session.device.device_id if conn.session is not None else None
     try:
         async with server.pool.connection() as db:
             outcome = await registration.register(
@@ -224,6 +242,10 @@ async def _register(server: Jt808Server, conn: Connection, header: Header, msg: 
                 auto_register=settings.auto_register,
                 auto_crs=settings.auto_register_crs,
                 by_identifier=settings.match_identifier,
+                quiet_s=settings.reregister_quiet_s,
+                connected=connected,
+                holder=holder,
+                peer=conn.peer,
             )
     except DB_ERRORS as exc:
         log.warning("jt808: registration of %s failed: %s", header.phone, exc)
@@ -277,7 +299,11 @@ async def _unregister(server: Jt808Server, conn: Connection, header: Header) -> 
     assert session is not None  # noqa: S101 - only authenticated connections get here
     try:
         async with server.pool.connection() as db:
-            await registration.unregister(db, session.device.device_id)
+            device = session.device
+            who = registration.terminal_principal(
+                session.phone, device.device_id, device.home_village
+            )
+            await registration.unregister(db, device.device_id, actor=who)
     except DB_ERRORS as exc:
         log.warning("jt808: unregistering %s failed: %s", header.phone, exc)
         server.stats.events["db_error"] += 1

@@ -5,7 +5,11 @@ Fixed part (28 bytes, big-endian)::
     alarm DWORD | status DWORD | latitude DWORD | longitude DWORD | altitude WORD
     | speed WORD (0.1 km/h) | direction WORD | time BCD[6] YYMMDDhhmmss (GMT+8)
 
-then additional items (附加信息) ``id BYTE | length BYTE | value``. Coordinates are 1e-6 degrees,
+then additional items (附加信息) ``id BYTE | length BYTE | value``. Many terminals append vendor
+data that does not parse that way (blocks with word lengths, padding, a stray byte): decoding
+stops at the first item that does not fit, keeps the items before it, and keeps the rest of the
+body as hex in ``raw_tail``, so the position is not lost for a vendor's tail (the fixed part must
+still be whole and its date possible). Coordinates are 1e-6 degrees,
 unsigned; status bit 2 (south) and bit 3 (west) give the hemispheres, so ``latitude`` and
 ``longitude`` here are signed degrees and the encoder derives those two bits from their signs.
 Values are decoded faithfully, not judged: a latitude of 91° or a course of 400 passes through,
@@ -122,6 +126,9 @@ class Location:
     raw_extras : dict[int, str]
         Every other additional item (unknown id, or a known id with an unexpected length):
         item id → value as lowercase hex. Nothing the terminal sent is dropped.
+    raw_tail : str
+        The undecodable rest of the additional information, from the first byte that does not
+        start a complete ``id | length | value`` item, as lowercase hex ("" when all parsed).
     """
 
     MSG_ID: ClassVar[int] = 0x0200
@@ -144,6 +151,7 @@ class Location:
     signal_strength: int | None = None
     satellites: int | None = None
     raw_extras: dict[int, str] = field(default_factory=dict)
+    raw_tail: str = ""
 
     @property
     def alarms(self) -> frozenset[str]:
@@ -192,8 +200,9 @@ def decode_location(body: bytes) -> Location:
     Raises
     ------
     BodyError
-        ``invalid_body`` when too short, an item is truncated or the date is impossible;
-        ``invalid_bcd`` when the time is not BCD.
+        ``invalid_body`` when shorter than the fixed part or the date is impossible;
+        ``invalid_bcd`` when the time is not BCD. Additional items that do not parse are no
+        error: they end up in ``raw_tail``.
     """
     if len(body) < FIXED_SIZE:
         raise BodyError("invalid_body", f"location needs {FIXED_SIZE} bytes, got {len(body)}")
@@ -202,8 +211,7 @@ def decode_location(body: bytes) -> Location:
     longitude = -lon / 1e6 if status & WEST else lon / 1e6
     known: dict[str, Any] = {}
     raw: dict[int, str] = {}
-    if len(body) > FIXED_SIZE:
-        _decode_extras(body, known, raw)
+    tail = _decode_extras(body, known, raw) if len(body) > FIXED_SIZE else ""
     return Location(
         alarm,
         status,
@@ -214,6 +222,7 @@ def decode_location(body: bytes) -> Location:
         direction,
         _decode_time(stamp),
         raw_extras=raw,
+        raw_tail=tail,
         **known,
     )
 
@@ -238,21 +247,26 @@ def _decode_time(stamp: bytes) -> datetime | None:
         raise BodyError("invalid_body", f"time {stamp.hex()}: {exc}") from None
 
 
-def _decode_extras(body: bytes, known: dict[str, Any], raw: dict[int, str]) -> None:
+def _decode_extras(body: bytes, known: dict[str, Any], raw: dict[int, str]) -> str:
+    """Decode the additional items into ``known`` and ``raw``; return the undecodable tail (hex)."""
     pos, end = FIXED_SIZE, len(body)
     while pos < end:
-        if pos + 2 > end:
-            raise BodyError("invalid_body", f"additional item header cut at byte {pos}")
+        if not _item_fits(body, pos):
+            return body[pos:].hex()
         item_id, length = body[pos], body[pos + 1]
         start, pos = pos + 2, pos + 2 + length
-        if pos > end:
-            raise BodyError("invalid_body", f"item {item_id:#04x} needs {length} bytes")
         spec = EXTRA_ITEMS.get(item_id)
         if spec is not None and spec[1] == length:
             value = int.from_bytes(body[start:pos], "big")
             known[spec[0]] = value / spec[2] if item_id in _SCALED else value
         else:
             raw[item_id] = body[start:pos].hex()
+    return ""
+
+
+def _item_fits(data: bytes, pos: int) -> bool:
+    """Whether a complete ``id | length | value`` item starts at ``pos``."""
+    return pos + 2 <= len(data) and pos + 2 + data[pos + 1] <= len(data)
 
 
 def encode_location(location: Location) -> bytes:
@@ -329,7 +343,11 @@ def _encode_extras(location: Location) -> bytes:
             raise ValueError(f"item {item_id:#04x} belongs in Location.{spec[0]}")
         items.append((item_id, value_bytes))
     items.sort(key=lambda item: item[0])
-    return b"".join(bytes((item_id, len(value))) + value for item_id, value in items)
+    tail = bytes.fromhex(location.raw_tail)
+    if tail and _item_fits(tail, 0):
+        # It would decode as an item, not back into raw_tail.
+        raise ValueError(f"raw_tail {location.raw_tail} starts with a complete item")
+    return b"".join(bytes((item_id, len(value))) + value for item_id, value in items) + tail
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,12 @@
 
 Identity. A terminal is named by its phone number (终端手机号), BCD in the header: 12 digits in
 2013, 20 in 2019, left-padded with zeros. ``normalise_phone`` strips the leading zeros, so both
-editions of one number are one key (``device.jt808_phone``). A terminal belongs to the device
-whose ``jt808_phone`` is that key, or else (setting ``match_identifier``, on by default) to the
-device whose ``identifier`` is that key and which has no other 808 phone: register a device with
-identifier ``13912345678`` and its terminal is known. Switch that off when numeric identifiers of
-other devices (IMEIs …) must not be claimable by an 808 registration; then only an explicit
-``jt808_phone`` (``gridpatrol jt808 bind``) maps a terminal. Unknown terminals are refused
+editions of one number are one key (``device.jt808_phone``). A terminal belongs to the device an
+operator bound it to: the device whose ``jt808_phone`` is that key (``gridpatrol jt808 bind``,
+audited). Only when the opt-in setting ``match_identifier`` is on
+(off by default) does a terminal also belong to the device whose ``identifier`` is that key and
+which has no other 808 phone; with it on, any numeric identifier (an IMEI …) of a device not yet
+bound can be claimed by the first terminal that registers with it. Unknown terminals are refused
 (0x8100 result 4) unless auto-registration is on: then a device is created with identifier and
 ``jt808_phone`` = the key and the reported plate.
 
@@ -16,25 +16,49 @@ compares the digests with ``hmac.compare_digest``. A device registered by one te
 terminal id) refuses another terminal (result 1, vehicle registered) until the first sends 0x0003
 or an admin resets it (``gridpatrol jt808 reset``); a terminal id registered on another device is
 refused with result 3.
+
+Re-registration. Maker and terminal id travel in clear, so a registration that copies them is no
+proof of being the terminal. A device that holds a registration is therefore registered anew only
+when its terminal is neither connected (to this process, on another connection than the one
+asking) nor heard from within ``quiet_s`` (its latest stored fix, ``device_state.received_at``,
+any process); otherwise the answer is result 3 (terminal already registered) and the old code
+stays valid. The connection authenticated as the device may always register again (it proved
+the code). A terminal that lost its code registers again once silent for ``quiet_s``, or at once
+after an operator's reset. Every registration that names a device — first or repeated, accepted
+or refused — is written to the audit log (``jt808.register`` / ``jt808.register_refused``, by
+``jt808:<phone>``) in the registration's transaction, and logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection, AsyncCursor, errors
 from psycopg.rows import dict_row
 
+from api import audit
+from api.auth import Principal
 from api.protocols.jt808.header import Version
 from api.protocols.jt808.messages import Register, RegisterResult
+from api.scope import Scope
 
+log = logging.getLogger("gridpatrol.jt808")
+
+_LAST_HEARD = """
+SELECT received_at, received_at > now() - make_interval(secs => %(quiet)s) AS recent
+  FROM device_state
+ WHERE device_id = %(id)s
+"""
 _FIND = """
 SELECT id, identifier, enabled, home_village, jt808_auth_hash, jt808_manufacturer,
-       jt808_terminal_id
+       jt808_terminal_id, jt808_registered_at
   FROM device
  WHERE jt808_phone = %(phone)s
     OR (%(by_identifier)s AND jt808_phone IS NULL AND identifier = %(phone)s)
@@ -107,12 +131,132 @@ def _device(row: dict[str, Any]) -> TerminalDevice:
 
 
 async def find(
-    conn: AsyncConnection[Any], phone: str, *, by_identifier: bool = True
+    conn: AsyncConnection[Any], phone: str, *, by_identifier: bool = False
 ) -> dict[str, Any] | None:
     """The device row of a normalised phone (see the module docstring), or None."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_FIND, {"phone": phone, "by_identifier": by_identifier})
         return await cur.fetchone()
+
+
+def terminal_principal(phone: str, device_id: int, village: str | None) -> Principal:
+    """The audit log's actor for what a terminal does itself: ``jt808:<phone>``."""
+    scope = Scope.parse([village]) if village else Scope()
+    return Principal(name=f"jt808:{phone}", role="device", scope=scope, device_id=device_id)
+
+
+def _text(value: str) -> str:
+    """A terminal's string as JSON text can hold it: NUL (which ``jsonb`` refuses) as U+FFFD."""
+    return value.replace("\x00", "\ufffd")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What the audit entry of one registration says besides its outcome."""
+
+    phone: str
+    message: Register
+    peer: str | None
+
+    async def record(
+        self,
+        conn: AsyncConnection[Any],
+        row: dict[str, Any],
+        outcome: Registration,
+        **detail: Any,
+    ) -> Registration:
+        """Audit and log the outcome (in the caller's transaction) and return it."""
+        ok = outcome.result == RegisterResult.SUCCESS
+        again = row.get("jt808_auth_hash") is not None
+        who = terminal_principal(self.phone, row["id"], row.get("home_village"))
+        msg = self.message
+        await audit.record(
+            conn,
+            who,
+            "jt808.register" if ok else "jt808.register_refused",
+            object_type="device",
+            object_id=row["id"],
+            detail={
+                "result": int(outcome.result),
+                "reason": outcome.why,
+                "reregistration": again,
+                "phone": self.phone,
+                "peer": self.peer,
+                "manufacturer": _text(msg.manufacturer),
+                "model": _text(msg.model),
+                "terminal_id": _text(msg.terminal_id),
+                "plate": _text(msg.plate),
+                "previous_registered_at": _iso(row.get("jt808_registered_at")),
+                "previous_terminal": (
+                    [row.get("jt808_manufacturer"), row.get("jt808_terminal_id")] if again else None
+                ),
+                **detail,
+            },
+        )
+        if not ok:
+            log.warning(
+                "jt808: %sregistration of device %s by phone %s from %s refused (%s, result %d)",
+                "re-" if again else "",
+                row["identifier"],
+                self.phone,
+                self.peer,
+                outcome.why,
+                int(outcome.result),
+            )
+        elif again:
+            log.warning(
+                "jt808: device %s re-registered by phone %s from %s (maker %s, terminal %s); "
+                "the previous auth code no longer works",
+                row["identifier"],
+                self.phone,
+                self.peer,
+                msg.manufacturer,
+                msg.terminal_id,
+            )
+        return outcome
+
+
+async def _refusal(
+    cur: AsyncCursor[dict[str, Any]],
+    row: dict[str, Any],
+    message: Register,
+    *,
+    quiet_s: float,
+    connected: Callable[[int], bool] | None,
+    holder: int | None,
+) -> tuple[Registration | None, datetime | None]:
+    """Why a registration of the device ``row`` is refused (None: it is not), and when its
+    terminal was last heard from (when that was looked up)."""
+    terminal = (message.manufacturer, message.terminal_id)
+    last_heard: datetime | None = None
+    why: str | None = None
+    result = RegisterResult.TERMINAL_REGISTERED
+    if not row.get("enabled", True):
+        why, result = "disabled_device", RegisterResult.NO_SUCH_TERMINAL
+    elif row.get("jt808_auth_hash") is not None:
+        if (row["jt808_manufacturer"], row["jt808_terminal_id"]) != terminal:
+            why, result = "other_terminal", RegisterResult.VEHICLE_REGISTERED
+        elif holder != row["id"]:  # a re-registration by someone not holding the code
+            await cur.execute(_LAST_HEARD, {"id": row["id"], "quiet": quiet_s})
+            heard = await cur.fetchone()
+            last_heard = heard["received_at"] if heard else None
+            if connected is not None and connected(row["id"]):
+                why = "terminal_connected"
+            elif heard is not None and quiet_s > 0 and heard["recent"]:
+                why = "heard_recently"
+    if why is None:
+        await cur.execute(
+            "SELECT 1 FROM device WHERE jt808_manufacturer = %s AND jt808_terminal_id = %s "
+            "AND jt808_auth_hash IS NOT NULL AND id <> %s",
+            (*terminal, row["id"]),
+        )
+        if await cur.fetchone() is not None:
+            why = "terminal_elsewhere"
+    return (None if why is None else Registration(result, why=why)), last_heard
 
 
 async def register(
@@ -124,14 +268,18 @@ async def register(
     protocol_version: int,
     auto_register: bool,
     auto_crs: str,
-    by_identifier: bool = True,
+    by_identifier: bool = False,
+    quiet_s: float = 0.0,
+    connected: Callable[[int], bool] | None = None,
+    holder: int | None = None,
+    peer: str | None = None,
 ) -> Registration:
     """Handle a 0x0100: bind the terminal to its device and issue a new auth code.
 
     Parameters
     ----------
     conn : AsyncConnection
-        An autocommit connection; the registration is one transaction.
+        An autocommit connection; the registration and its audit entry are one transaction.
     phone : str
         The normalised phone.
     message : Register
@@ -142,8 +290,18 @@ async def register(
         Create a device for an unknown phone instead of refusing it.
     auto_crs : str
         The CRS of an auto-registered device.
-    by_identifier : bool, default True
-        Also match a device whose identifier is the phone (``match_identifier``).
+    by_identifier : bool, default False
+        Also match a device whose identifier is the phone (``match_identifier``, opt-in).
+    quiet_s : float, default 0
+        A registered device heard from (a stored fix) within this many seconds is not
+        registered again (0: only a connected terminal protects its registration).
+    connected : callable, optional
+        ``connected(device_id)``: whether that device's terminal is connected on another
+        connection (of this process).
+    holder : int, optional
+        The device the asking connection is authenticated as (it may always register again).
+    peer : str, optional
+        The terminal's address, for the audit log.
 
     Returns
     -------
@@ -153,11 +311,13 @@ async def register(
     code = new_auth_code()
     maker, terminal_id = message.manufacturer, message.terminal_id
     plate = message.plate if message.plate_colour else None  # colour 0: the field is a VIN
+    attempt = _Attempt(phone, message, peer)
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_FIND + " FOR UPDATE", {"phone": phone, "by_identifier": by_identifier})
         row = await cur.fetchone()
         if row is None:
             if not auto_register:
+                log.info("jt808: registration by unknown phone %s from %s refused", phone, peer)
                 return Registration(RegisterResult.NO_SUCH_TERMINAL, why="unknown_terminal")
             try:
                 async with conn.transaction():
@@ -171,19 +331,11 @@ async def register(
             except errors.UniqueViolation:
                 return Registration(RegisterResult.NO_SUCH_TERMINAL, why="identifier_taken")
             assert row is not None  # noqa: S101 - RETURNING yields the row
-        elif not row["enabled"]:
-            return Registration(RegisterResult.NO_SUCH_TERMINAL, why="disabled_device")
-        elif row["jt808_auth_hash"] is not None and (
-            (row["jt808_manufacturer"], row["jt808_terminal_id"]) != (maker, terminal_id)
-        ):
-            return Registration(RegisterResult.VEHICLE_REGISTERED, why="other_terminal")
-        await cur.execute(
-            "SELECT 1 FROM device WHERE jt808_manufacturer = %s AND jt808_terminal_id = %s "
-            "AND jt808_auth_hash IS NOT NULL AND id <> %s",
-            (maker, terminal_id, row["id"]),
+        refused, last_heard = await _refusal(
+            cur, row, message, quiet_s=quiet_s, connected=connected, holder=holder
         )
-        if await cur.fetchone() is not None:
-            return Registration(RegisterResult.TERMINAL_REGISTERED, why="terminal_elsewhere")
+        if refused is not None:
+            return await attempt.record(conn, row, refused, last_heard=_iso(last_heard))
         await cur.execute(
             """
             UPDATE device SET jt808_phone = %(phone)s, jt808_auth_hash = %(hash)s,
@@ -210,11 +362,13 @@ async def register(
                 "pv": protocol_version,
             },
         )
-    return Registration(RegisterResult.SUCCESS, code, _device(row))
+        accepted = Registration(RegisterResult.SUCCESS, code, _device(row))
+        await attempt.record(conn, row, accepted, last_heard=_iso(last_heard))
+    return accepted
 
 
 async def authenticate(
-    conn: AsyncConnection[Any], phone: str, code: bytes, *, by_identifier: bool = True
+    conn: AsyncConnection[Any], phone: str, code: bytes, *, by_identifier: bool = False
 ) -> tuple[TerminalDevice | None, str]:
     """Check a 0x0102 auth code against the stored digest.
 
@@ -226,8 +380,8 @@ async def authenticate(
         The normalised phone.
     code : bytes
         The code as sent.
-    by_identifier : bool, default True
-        Also match a device whose identifier is the phone.
+    by_identifier : bool, default False
+        Also match a device whose identifier is the phone (``match_identifier``, opt-in).
 
     Returns
     -------
@@ -248,17 +402,22 @@ async def authenticate(
     return _device(row), "authenticated"
 
 
-async def bind(conn: AsyncConnection[Any], device_id: int, phone: str) -> None:
-    """Map a terminal phone to a device explicitly (``device.jt808_phone``).
+async def bind(
+    conn: AsyncConnection[Any], device_id: int, phone: str, *, actor: Principal | None = None
+) -> None:
+    """Map a terminal phone to a device explicitly (``device.jt808_phone``): the operator's
+    binding, the only way a terminal finds its device unless ``match_identifier`` is on.
 
     Parameters
     ----------
     conn : AsyncConnection
-        A connection.
+        An autocommit connection.
     device_id : int
         ``device.id``.
     phone : str
         ASCII digits, at most 20; leading zeros are dropped (``normalise_phone``).
+    actor : Principal, optional
+        Who binds; recorded as ``jt808.bind`` in the audit log in the same transaction.
 
     Raises
     ------
@@ -267,16 +426,29 @@ async def bind(conn: AsyncConnection[Any], device_id: int, phone: str) -> None:
     """
     if not (phone.isascii() and phone.isdigit() and len(phone) <= 20):
         raise ValueError(f"a terminal phone is 1–20 digits, not {phone!r}")
+    key = normalise_phone(phone)
     try:
-        await conn.execute(
-            "UPDATE device SET jt808_phone = %s, updated_at = now() WHERE id = %s",
-            (normalise_phone(phone), device_id),
-        )
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE device SET jt808_phone = %s, updated_at = now() WHERE id = %s",
+                (key, device_id),
+            )
+            if actor is not None:
+                await audit.record(
+                    conn,
+                    actor,
+                    "jt808.bind",
+                    object_type="device",
+                    object_id=device_id,
+                    detail={"phone": key},
+                )
     except errors.UniqueViolation:
         raise ValueError(f"phone {phone} is bound to another device") from None
 
 
-async def unregister(conn: AsyncConnection[Any], device_id: int) -> bool:
+async def unregister(
+    conn: AsyncConnection[Any], device_id: int, *, actor: Principal | None = None
+) -> bool:
     """Forget a device's terminal registration (0x0003, or an admin reset).
 
     The auth code stops working and another terminal may register; the phone mapping stays.
@@ -284,19 +456,28 @@ async def unregister(conn: AsyncConnection[Any], device_id: int) -> bool:
     Parameters
     ----------
     conn : AsyncConnection
-        A connection.
+        An autocommit connection.
     device_id : int
         ``device.id``.
+    actor : Principal, optional
+        Who resets it (not the terminal itself); recorded as ``jt808.reset`` in the audit log
+        in the same transaction.
 
     Returns
     -------
     bool
         True when the device existed.
     """
-    cur = await conn.execute(
-        "UPDATE device SET jt808_auth_hash = NULL, jt808_registered_at = NULL, "
-        "jt808_manufacturer = NULL, jt808_model = NULL, jt808_terminal_id = NULL, "
-        "updated_at = now() WHERE id = %s",
-        (device_id,),
-    )
-    return cur.rowcount > 0
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE device SET jt808_auth_hash = NULL, jt808_registered_at = NULL, "
+            "jt808_manufacturer = NULL, jt808_model = NULL, jt808_terminal_id = NULL, "
+            "updated_at = now() WHERE id = %s",
+            (device_id,),
+        )
+        found = cur.rowcount > 0
+        if found and actor is not None:
+            await audit.record(
+                conn, actor, "jt808.reset", object_type="device", object_id=device_id
+            )
+    return found

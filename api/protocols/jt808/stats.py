@@ -33,13 +33,15 @@ class Stats:
         Platform replies sent, ``0x8001:0`` (id and result), ``0x8100:4`` and so on.
     events : Counter[str]
         Connection and session events: ``connected``, ``closed``, ``rejected_full``,
-        ``registered``, ``register_refused``, ``authenticated``, ``auth_failed``,
+        ``registered``, ``register_refused <why>`` (``terminal_connected``,
+        ``heard_recently``, ``other_terminal`` …), ``authenticated``, ``auth_failed``,
         ``unauthenticated`` (a message before authentication), ``replaced``, ``idle_closed``,
         ``auth_timeout``, ``paused``, ``ingest_unavailable``, ``resend_requested``,
         ``not_supported``, ``db_error`` …
     fixes : Counter[str]
         ``submitted`` (handed to the writer), ``acknowledged``, ``quarantined_unpositioned``,
-        ``quarantined_no_time``, ``quarantined_encrypted``.
+        ``quarantined_no_time``, ``quarantined_encrypted``, ``raw_tail`` (stored reports whose
+        vendor additional information did not parse and was kept raw).
     commands : Counter[str]
         Platform commands sent and answers recorded, per message id, and
         ``answer_without_command`` (a 0x0001/0x0201 naming no pending command).

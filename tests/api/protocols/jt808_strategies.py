@@ -68,6 +68,15 @@ def _would_decode_as_known(item_id: int, hex_value: str) -> bool:
     return spec is not None and spec[1] == len(hex_value) // 2
 
 
+def _raw_tails() -> st.SearchStrategy[str]:
+    """Vendor bytes after the items that do not start a complete item (kept raw on decode)."""
+    return (
+        st.binary(max_size=8)
+        .filter(lambda b: len(b) < 2 or 2 + b[1] > len(b))
+        .map(lambda b: b.hex())
+    )
+
+
 @st.composite
 def locations(draw: st.DrawFn) -> jt808.Location:
     """Any location a terminal can send, with hemisphere bits matching the coordinate signs."""
@@ -88,6 +97,7 @@ def locations(draw: st.DrawFn) -> jt808.Location:
         direction=draw(WORD),
         time=draw(TIMES),
         raw_extras=draw(_raw_extras()),
+        raw_tail=draw(_raw_tails()),
         **extras,
     )
 

@@ -62,8 +62,7 @@ def location_frame(body: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (LOCATION_BODY_2013[:-1], "invalid_body"),  # last item cut: 0xE1 says 2 bytes, 1 left
-        (LOCATION_BODY_2013 + b"\x05", "invalid_body"),  # an item id without its length
+        (LOCATION_BODY_2013[:20], "invalid_body"),  # the fixed part cut short
         (LOCATION_BODY_2013[:22] + wire("241301120000"), "invalid_body"),  # month 13
         (LOCATION_BODY_2013[:22] + wire("2405011200A0"), "invalid_bcd"),  # second nibble A
     ],
@@ -74,6 +73,34 @@ def test_bad_location_is_a_body_error_with_header(body: bytes, reason: str) -> N
     assert caught.value.reason == reason
     assert caught.value.header is not None
     assert caught.value.header.serial == 9
+
+
+@pytest.mark.parametrize(
+    ("body", "tail"),
+    [
+        (LOCATION_BODY_2013[:-1], "e10201"),  # last item cut: 0xE1 says 2 bytes, 1 left
+        (LOCATION_BODY_2013 + b"\x05", "05"),  # an item id without its length
+    ],
+)
+def test_additional_items_that_do_not_parse_are_kept_raw(body: bytes, tail: str) -> None:
+    """Vendor data after the items is no decode error (issue 18 item 15): the items before it
+    are decoded, the rest is kept as hex."""
+    fix = jt808.decode_frame(location_frame(body)).message
+    assert isinstance(fix, jt808.Location)
+    assert (fix.latitude, fix.longitude, fix.mileage_km, fix.satellites) == (
+        43.933,
+        116.08,
+        1234.5,
+        12,
+    )
+    assert fix.raw_tail == tail
+    assert jt808.decode_location(jt808.encode_location(fix)) == fix  # round-trips
+
+
+def test_a_raw_tail_that_would_parse_as_an_item_is_not_encoded() -> None:
+    fix = jt808.decode_location(LOCATION_BODY_2013[:28])
+    with pytest.raises(ValueError, match="complete item"):
+        jt808.encode_location(replace(fix, raw_tail="e10101"))
 
 
 def test_all_zero_time_decodes_as_none() -> None:

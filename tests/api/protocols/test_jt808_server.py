@@ -198,7 +198,7 @@ def test_identifier_mapping_2019_phone_and_extras(db_url: str, db: psycopg.Conne
     )
 
     async def scenario() -> jt808.ReplyResult:
-        async with serving(db_url) as h:
+        async with serving(db_url, match_identifier=True) as h:  # the documented opt-in
             terminal = h.terminal(phone.rjust(20, "0"), version=2019)
             await terminal.login()
             return await terminal.send_location(sent)
