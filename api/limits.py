@@ -243,6 +243,7 @@ _REASONS = {
 
 
 LINGER_S = 2.0  # after an early answer, how long the rest of a body is read and dropped
+DROP_MAX_BYTES = 1024 * 1024  # of a body answered without being read, then the connection ends
 
 
 class _LingeringTransport:
@@ -261,6 +262,9 @@ class _LingeringTransport:
 
     def is_closing(self) -> bool:
         return self.lingering or self._transport.is_closing()
+
+    def close_now(self) -> None:
+        self._transport.close()
 
     def close(self) -> None:
         transport, protocol = self._transport, self._protocol
@@ -302,6 +306,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._url_bytes = 0
         self._header_count = 0
+        self._dropped = 0
 
     # ---- connection ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -352,7 +357,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._head_bytes = self._url_bytes = self._header_count = 0
+        self._head_bytes = self._url_bytes = self._header_count = self._dropped = 0
         if self._timer is None:  # else the connection's first deadline still runs
             self._arm(self.api.header_timeout_s, self._header_timeout)
 
@@ -383,6 +388,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         if self._timer is not None:
             self._arm(self.api.body_timeout_s, self._body_timeout)
+        if self.cycle is not None and self.cycle.response_complete:
+            # answered already (uvicorn drops the rest): a body nobody reads ends the connection
+            self._dropped += len(body)
+            if self._dropped > DROP_MAX_BYTES and not self.transport.is_closing():
+                cast(_LingeringTransport, self.transport).close_now()  # no lingering for this
+            return
         super().on_body(body)
 
     def on_message_complete(self) -> None:

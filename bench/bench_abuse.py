@@ -458,8 +458,8 @@ def run(quick: bool = False) -> None:
         "concurrent_signins": SIGNINS,
         "quick": quick,
     }
-    for key, value in now.items():
-        figures[key] = value
+    for key in dict.fromkeys([*now, *before]):
+        figures[key] = now.get(key)
         figures[f"baseline_{key}"] = before.get(key)
     write_result("abuse", figures)
 

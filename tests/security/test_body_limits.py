@@ -281,3 +281,23 @@ def test_upload_is_spooled_to_disk_while_it_arrives(tmp_path: Path) -> None:
     assert body == chunk * chunks
     assert seen_on_disk == [True]
     assert open_spools() == []
+
+
+def test_a_body_nobody_reads_ends_the_connection(live: Live) -> None:
+    """A chunked body sent with a GET (which no route reads): the answer comes, and the rest is
+    not read for ever — past 1 MB of it the server closes the connection."""
+    headers = {"Transfer-Encoding": "chunked"}
+    chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+    sent = 0
+    closed = False
+    with connect(live.api) as sock:
+        sock.sendall(_head("GET", "/healthz", headers))
+        while sent < 64 * 1024 * 1024:
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            sent += 0x10000
+    assert closed, f"the server read {sent} bytes of a body nobody wanted"
+    assert sent < 16 * 1024 * 1024
