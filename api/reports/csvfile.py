@@ -10,6 +10,8 @@ from api.reports import labels
 from api.reports.data import ReportData
 
 BOM = "\ufeff"
+# a field starting with one of these is a formula to Excel/LibreOffice (OWASP CSV injection)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def render_csv(data: ReportData) -> bytes:
@@ -17,7 +19,7 @@ def render_csv(data: ReportData) -> bytes:
     columns = labels.UNIT_COLUMNS
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([c.label for c in columns])
+    writer.writerow([neutralise(c.label) for c in columns])
     for record in data.units.to_dict("records"):
         writer.writerow([_value(record[c.key], c.kind) for c in columns])
     return (BOM + out.getvalue()).encode("utf-8")
@@ -34,4 +36,10 @@ def _value(value: object, kind: str) -> str:
         return str(int(value))  # type: ignore[call-overload]
     if kind in ("float1", "float3", "pct"):
         return repr(round(float(value), 4))  # type: ignore[arg-type]
-    return text
+    return neutralise(text)
+
+
+def neutralise(text: str) -> str:
+    """A text field as text: one a spreadsheet would run as a formula (``=1+1``,
+    ``=HYPERLINK(…)``, ``@SUM(…)``, ``+``/``-`` …) gets a leading single quote."""
+    return "'" + text if text.startswith(FORMULA_START) else text

@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from openpyxl import Workbook
+from openpyxl.cell.cell import Cell
 from openpyxl.formatting.rule import ColorScaleRule
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from api.reports import labels, response_times
+from api.reports.csvfile import FORMULA_START
 from api.reports.data import ReportData
 
 HEADER_FILL = PatternFill("solid", fgColor="DDE6EE")
@@ -106,7 +108,7 @@ def _about(sheet: Worksheet, data: ReportData) -> None:
     for cell in sheet[1]:
         cell.font, cell.fill = HEADER_FONT, HEADER_FILL
     for zh, en, value in rows:
-        sheet.append([zh, en, value])
+        _append(sheet, [zh, en, value])
         if zh in ("说明", "合成数据"):
             sheet.cell(sheet.max_row, 3).font = NOTE_FONT
     for row in sheet.iter_rows(min_row=2, min_col=3, max_col=3):
@@ -137,7 +139,7 @@ def _table(
             cell.alignment = Alignment(wrap_text=True, vertical="top")
     keys = [c.key for c in columns]
     for record in frame[keys].itertuples(index=False, name=None):
-        sheet.append([_excel(v, c.kind) for v, c in zip(record, columns, strict=True)])
+        _append(sheet, [_excel(v, c.kind) for v, c in zip(record, columns, strict=True)])
     for i, column in enumerate(columns, start=1):
         letter = get_column_letter(i)
         fmt = labels.NUMBER_FORMAT.get(column.kind)
@@ -148,6 +150,26 @@ def _table(
     sheet.freeze_panes = freeze
     if columns:
         sheet.auto_filter.ref = f"A2:{get_column_letter(len(columns))}{max(sheet.max_row, 2)}"
+
+
+def _append(sheet: Worksheet, values: list[Any]) -> None:
+    """Append a row in which every text is a text cell, never a formula: openpyxl stores a
+    string starting with ``=`` as a live formula (a plate ``=1+1`` or a layout named
+    ``=HYPERLINK(…)`` would run in the reader's Excel)."""
+    row = sheet.max_row + 1  # after the header rows
+    for col, value in enumerate(values, start=1):
+        cell = sheet.cell(row, col)
+        cell.value = value
+        if isinstance(value, str):
+            text_cell(cell)
+
+
+def text_cell(cell: Cell) -> None:
+    """Make ``cell`` (holding a str) a plain string cell; one Excel would read as a formula
+    when edited also gets the quote prefix (Excel's own ``'=1+1``)."""
+    cell.data_type = "s"
+    if isinstance(cell.value, str) and cell.value.startswith(FORMULA_START):
+        cell.quotePrefix = True
 
 
 def _excel(value: Any, kind: str) -> Any:
