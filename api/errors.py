@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
+import re
+import tempfile
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 log = logging.getLogger("gridpatrol")
@@ -80,6 +85,37 @@ class Unavailable(DomainError):
     code = "unavailable"
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±Infinity, which JSON cannot carry) as the
+    string JavaScript would print, so an error that quotes a bad input can always be sent."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+# Server paths an exception message may carry (a parser naming its temporary file): never shown
+_TEMP_PATH = re.compile(
+    r"(?:/vsi(?:zip|mem|tar|gzip)/)+[^\s'\":,;)]*"
+    rf"|{re.escape(tempfile.gettempdir().rstrip('/'))}/[^\s'\":,;)]*"
+)
+
+
+# GDAL's advice to prefix "the file path" with a driver: about the server's path, not the upload
+_GDAL_HINT = re.compile(
+    r";? ?It might help to specify the correct driver explicitly by prefixing[^\n]*"
+)
+
+
+def scrub_paths(text: str, name: str = "the upload") -> str:
+    """``text`` with server temp paths (``/tmp/tmpab12/upload.gpkg``, ``/vsimem/…``) replaced by
+    ``name`` (the uploaded file's name), so an error message names the upload, not the server."""
+    return _GDAL_HINT.sub("", _TEMP_PATH.sub(name, text))
+
+
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)  # noqa: S101 - registered for DomainError only
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -87,7 +123,18 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
         headers = {"Retry-After": "5"}
     if exc.status == 429:
         headers = {"Retry-After": str(exc.extra.get("retry_after_s", 1))}
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    body = json_safe(exc.body())
+    if isinstance(body.get("detail"), str):
+        body["detail"] = scrub_paths(body["detail"])
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for a request that fails its model, safe for inputs JSON cannot carry:
+    a body with ``NaN`` or ``Infinity`` (Python's JSON reader accepts them) is named, not a 500."""
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for it only
+    errors = json_safe(jsonable_encoder(json_safe(list(exc.errors()))))
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -115,6 +162,7 @@ async def _overflow(request: Request, exc: Exception) -> JSONResponse:
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(psycopg.errors.DataError, _data_error)
     app.add_exception_handler(OverflowError, _overflow)
     for error in DB_UNAVAILABLE:

@@ -3,8 +3,11 @@ validate, diff, roll back, export, lineage; alert points moved or re-assigned.""
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Any
 
+import numpy as np
+import shapely
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -58,11 +61,17 @@ def _line(value: dict[str, Any], field: str) -> LineString:
 
 def _geometry(value: dict[str, Any], kind: str, field: str) -> BaseGeometry:
     try:
-        geom = shape(value)
+        with warnings.catch_warnings():  # NaN coordinates: refused just below, by name
+            warnings.simplefilter("ignore", RuntimeWarning)
+            geom = shape(value)
     except Exception as exc:  # shapely names what is wrong with the GeoJSON
         raise Unprocessable(f"{field} is not GeoJSON: {exc}", field=field) from exc
     if geom.geom_type != kind or geom.is_empty:
         raise Unprocessable(f"{field} must be a GeoJSON {kind}, got {geom.geom_type}", field=field)
+    if not np.isfinite(shapely.get_coordinates(geom, include_z=bool(shapely.has_z(geom)))).all():
+        raise Unprocessable(
+            f"{field} has a coordinate that is not a finite number (NaN or Infinity)", field=field
+        )
     return geom
 
 
