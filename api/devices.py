@@ -236,7 +236,14 @@ def parse_device_csv(text: str) -> list[DeviceIn]:
     devices: list[DeviceIn] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    for line, raw in enumerate(reader, start=2):
+    try:
+        rows = list(enumerate(reader, start=2))
+    except csv.Error as exc:  # a field over the csv module's limit, a stray NUL …
+        raise Unprocessable(f"near line {reader.line_num + 1}: {exc}", field="file") from exc
+    for line, raw in rows:
+        if None in raw:  # more fields than the header names
+            problems.append(f"line {line}: more fields than the header has columns")
+            continue
         values: dict[str, Any] = {k: v.strip() for k, v in raw.items() if v and v.strip()}
         if "assigned_grids" in values:
             values["assigned_grids"] = values["assigned_grids"].replace(";", " ").split()

@@ -19,7 +19,7 @@ from psycopg import AsyncConnection, sql
 
 from api import audit
 from api.auth import SATISFIES, SYSTEM, Principal
-from api.errors import Conflict, Forbidden, NotFound, Unprocessable
+from api.errors import Conflict, Forbidden, NotFound, Unprocessable, scrub_paths
 from api.geo import fetch_frame
 from api.layouts import activate_layout, area_prefix, check_overlap, get_layout
 from api.progress import NullProgress, Progress
@@ -341,7 +341,8 @@ def read_grid_file(data: bytes, filename: str, crs: str | None) -> gpd.GeoDataFr
         try:
             frame = pyogrio.read_dataframe(target)
         except Exception as exc:  # the reader's own message names the problem
-            raise Unprocessable(f"cannot read {filename}: {exc}", field="file") from exc
+            detail = scrub_paths(str(exc), filename)  # never the server's temp path
+            raise Unprocessable(f"cannot read {filename}: {detail}", field="file") from exc
         if crs is None and suffix in (".geojson", ".json") and not geojson_declares_crs(path):
             raise Unprocessable(
                 f"{filename} declares no CRS: give crs=wgs84|gcj02|EPSG:…", field="crs"

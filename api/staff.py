@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from api import audit, geo
 from api.auth import Principal
-from api.errors import NotFound, Unprocessable
+from api.errors import NotFound, Unprocessable, scrub_paths
 from api.geo import fetch_frame
 from api.scope import Scope
 from gis.crs import to_wgs84
@@ -53,7 +53,8 @@ def read_table(data: bytes, filename: str) -> pd.DataFrame:
                 io.BytesIO(data), dtype=str, encoding="utf-8-sig", sep=None, engine="python"
             )
     except Exception as exc:  # any reader failure is the file's problem
-        raise Unprocessable(f"cannot read {filename}: {exc}", field="file") from exc
+        detail = scrub_paths(str(exc), filename)  # pyogrio names its /vsimem/ path
+        raise Unprocessable(f"cannot read {filename}: {detail}", field="file") from exc
     raise Unprocessable(f"unsupported file {filename}: use .csv, .xlsx or .geojson", field="file")
 
 

@@ -6,15 +6,26 @@ properties. LineString, MultiLineString and MultiPoint features carry one time p
 ``coordinateProperties.times``. Coordinates are ``[lon, lat, (altitude)]``. The device comes from a
 ``device``/``device_id``/``vehicle_id`` property, else from the caller. Other scalar properties are
 kept in ``extras``. A truncated FeatureCollection keeps the features before the fault.
+
+A ``crs`` member (GeoJSON 2008:
+``{"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::4490"}}``) is honoured: CRS84,
+EPSG:4326 and CGCS2000 (EPSG:4490, equal at metre level) are read as they are, ``gcj02``/``bd09``
+are converted exactly (``gis.crs``), any other EPSG CRS (a UTM zone …) is reprojected; a CRS that
+cannot be read refuses the file (``TrackFileError`` naming it) rather than storing its
+coordinates as WGS-84.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
+import pyproj
+from numpy.typing import NDArray
 
 from api.ingest.fixes import FixBatch, FixError
 from api.protocols.trackcommon import (
@@ -27,6 +38,7 @@ from api.protocols.trackcommon import (
     screen,
     times_to_us,
 )
+from gis.crs import to_wgs84
 
 TIME_KEYS = ("time", "timestamp", "datetime", "date_time", "fix_time")
 TIMES_KEYS = ("coordTimes", "times")
@@ -40,6 +52,19 @@ _MEASURES = {
 }
 _USED = frozenset({*TIME_KEYS, *TIMES_KEYS, *DEVICE_KEYS, *sum(_MEASURES.values(), ())})
 _LINES = ("LineString", "MultiPoint")
+# names of WGS-84 lon/lat (and CGCS2000, equal at metre level: DESIGN §7) in a crs member
+_LONLAT = re.compile(
+    r"(urn:ogc:def:crs:ogc:(1\.3)?:crs84|(ogc:)?crs84|wgs ?84|cgcs ?2000"
+    r"|(urn:ogc:def:crs:)?epsg:((\d+(\.\d+)*)?:)?(4326|4490)|https?://www\.opengis\.net/def/crs/"
+    r"(ogc/1\.3/crs84|epsg/0/(4326|4490)))",
+    re.IGNORECASE,
+)
+_EPSG = re.compile(
+    r"(?:urn:ogc:def:crs:)?epsg:(?:(?:\d+(?:\.\d+)*)?:)?(\d+)"
+    r"|https?://www\.opengis\.net/def/crs/epsg/0/(\d+)",
+    re.IGNORECASE,
+)
+Convert = Callable[[NDArray[np.float64], NDArray[np.float64]], tuple[NDArray, NDArray]]
 
 
 def _salvage(text: str, error: json.JSONDecodeError) -> tuple[list[Any], str]:
@@ -64,18 +89,82 @@ def _salvage(text: str, error: json.JSONDecodeError) -> tuple[list[Any], str]:
     return features, f"line {error.lineno}, column {error.colno}: {error.msg}"
 
 
-def _features(data: bytes) -> tuple[list[Any], str | None]:
+def _salvage_crs(text: str) -> Any:
+    """The ``crs`` member of a broken document when it precedes its features, else None."""
+    key, features = text.find('"crs"'), text.find('"features"')
+    if key < 0 or (0 <= features < key):
+        return None
+    start = text.find(":", key) + 1
+    while start < len(text) and text[start] in " \t\r\n":
+        start += 1
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, start)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise TrackFileError("the crs member cannot be read", field="crs") from exc
+    return value
+
+
+def _features(data: bytes) -> tuple[list[Any], str | None, Any]:
+    """(features, where parsing stopped or None, the document's crs member or None)."""
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return _salvage(data.decode("utf-8", errors="replace"), exc)
+        text = data.decode("utf-8", errors="replace")
+        return (*_salvage(text, exc), _salvage_crs(text))
     if isinstance(doc, list):
-        return doc, None
+        return doc, None, None
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        return list(doc.get("features") or []), None
+        return list(doc.get("features") or []), None, doc.get("crs")
     if isinstance(doc, dict) and doc.get("type") == "Feature":
-        return [doc], None
+        return [doc], None, doc.get("crs")
     raise TrackFileError("not a GeoJSON Feature or FeatureCollection")
+
+
+def crs_converter(member: Any) -> Convert | None:
+    """How to bring coordinates declared by a GeoJSON ``crs`` member to WGS-84 lon/lat: None
+    when they already are (no member, CRS84, EPSG:4326, CGCS2000/EPSG:4490).
+
+    Raises
+    ------
+    TrackFileError
+        (``field`` = ``crs``) For a member that names no CRS (a linked CRS, no name) or names
+        one that is unknown or not usable for positions.
+    """
+    if member is None:
+        return None
+    name = member.get("properties", {}).get("name") if isinstance(member, dict) else None
+    if not isinstance(name, str) or member.get("type") != "name":
+        shown = _short(member)
+        raise TrackFileError(
+            f"the GeoJSON crs member {shown} names no CRS: give a named CRS "
+            '({"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::4490"}}) or drop it '
+            "for WGS-84",
+            field="crs",
+        )
+    text = name.strip()
+    if _LONLAT.fullmatch(text):
+        return None
+    short = text.lower().replace("-", "").replace("_", "")
+    if short in ("gcj02", "bd09"):
+        return lambda lon, lat: to_wgs84(lon, lat, short)
+    code = _EPSG.fullmatch(text)
+    try:
+        if code is None:
+            raise pyproj.exceptions.CRSError("not an EPSG code, CRS84, gcj02 or bd09")
+        source = pyproj.CRS.from_epsg(int(code.group(1) or code.group(2)))
+        transformer = pyproj.Transformer.from_crs(source, 4326, always_xy=True)
+    except (pyproj.exceptions.CRSError, ValueError) as exc:
+        raise TrackFileError(
+            f"unknown coordinate reference system {text[:100]!r} in the GeoJSON crs member "
+            f"({exc}); use CRS84, EPSG:4326, EPSG:4490, another EPSG code, gcj02 or bd09",
+            field="crs",
+        ) from exc
+
+    def reproject(x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+        lon, lat = transformer.transform(x, y)
+        return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+
+    return reproject
 
 
 def _first(props: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -137,7 +226,8 @@ def parse_geojson(
         Fixes with ``row`` = 1-based feature number; features that cannot be read are errors.
     """
     check_tz(tz)
-    features, stopped_at = _features(data)
+    features, stopped_at, crs = _features(data)
+    convert = crs_converter(crs)
     cols: dict[str, list[Any]] = {k: [] for k in ("device", "time", "xyz", "row", "extras")}
     measures: dict[str, list[Any]] = {k: [] for k in _MEASURES}
     errors: list[FixError] = []
@@ -162,7 +252,7 @@ def parse_geojson(
             cols["extras"].append(text)
             for name, keys in _MEASURES.items():
                 measures[name].append(_first(props, keys) if point else None)
-    fixes, bad = _assemble(cols, measures, tz, speed_factor)
+    fixes, bad = _assemble(cols, measures, tz, speed_factor, convert)
     errors = sorted([*errors, *bad], key=lambda e: e.row)
     return ParseResult(fixes=fixes, errors=errors, stopped_at=stopped_at, format="geojson")
 
@@ -186,7 +276,11 @@ def _number(value: Any) -> float:
 
 
 def _assemble(
-    cols: dict[str, list[Any]], measures: dict[str, list[Any]], tz: str, factor: float
+    cols: dict[str, list[Any]],
+    measures: dict[str, list[Any]],
+    tz: str,
+    factor: float,
+    convert: Convert | None = None,
 ) -> tuple[FixBatch, list[FixError]]:
     n = len(cols["row"])
     if n == 0:
@@ -199,6 +293,9 @@ def _assemble(
     prop_altitude = np.array([_number(v) for v in measures["altitude"]])
     altitude = np.where(np.isnan(altitude), prop_altitude, altitude)
     present = np.array([len(c) >= 2 for c in xyz])
+    if convert is not None:  # the file's declared CRS → WGS-84, before the range checks
+        with np.errstate(invalid="ignore"):
+            lon, lat = convert(lon, lat)
 
     def measure(name: str, lo: float, hi: float, scale: float = 1.0) -> Any:
         return clean_optional(np.array([_number(v) for v in measures[name]]) * scale, lo, hi)

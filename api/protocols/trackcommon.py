@@ -40,7 +40,15 @@ TIME_REASON = "not an ISO 8601 time or unix seconds/milliseconds"
 
 
 class TrackFileError(ValueError):
-    """The file as a whole cannot be read: unknown format, no device, no usable columns."""
+    """The file as a whole cannot be read: unknown format, no device, no usable columns;
+    ``field`` names the request field at fault (``file``, ``crs`` …)."""
+
+    def __init__(self, message: str, *, field: str = "file") -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self) -> Any:  # keep ``field`` across a process pool
+        return (type(self), (str(self),), {"field": self.field})
 
 
 @dataclass

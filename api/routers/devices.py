@@ -10,8 +10,8 @@ from pydantic import BaseModel
 
 from api import devices, positions
 from api.auth import Admin, Viewer, ViewerOrDevice
-from api.deps import AppSettings, Conn
-from api.errors import NotFound, UnsupportedMediaType
+from api.deps import AppSettings, Conn, read_body
+from api.errors import NotFound, Unprocessable, UnsupportedMediaType
 from api.responses import GeoJSONResponse
 from api.scope import Scope
 from api.settings import archive_root
@@ -38,10 +38,22 @@ async def create_device(body: devices.DeviceIn, principal: Admin, conn: Conn) ->
 
 
 @router.post("/import", status_code=201, summary="Register devices from CSV (all or nothing)")
-async def import_devices(principal: Admin, conn: Conn, request: Request) -> list[DeviceCreated]:
+async def import_devices(
+    principal: Admin, conn: Conn, request: Request, settings: AppSettings
+) -> list[DeviceCreated]:
     if not request.headers.get("content-type", "").startswith("text/csv"):
         raise UnsupportedMediaType("send the CSV as text/csv", field="content-type")
-    parsed = devices.parse_device_csv((await request.body()).decode("utf-8-sig"))
+    data = await read_body(request, settings.ingest.max_body_mb)  # 413 over the cap
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Unprocessable(
+            f"the CSV is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 (Excel: 'CSV UTF-8') and send it again",
+            field="file",
+            encoding="utf-8",
+        ) from exc
+    parsed = devices.parse_device_csv(text)
     created = await devices.import_devices(conn, principal, parsed)
     return [DeviceCreated(device=row, token=token) for row, token in created]
 
