@@ -125,9 +125,14 @@ def test_caps_stay_below_the_descriptor_limit() -> None:
     """Defaults never reach the fd limit: API ≤ 10 %, OsmAnd ≤ 40 % of what the reserve
     leaves, whatever is configured."""
     from api.limits import FD_RESERVE, connection_cap, fd_limit
-    from api.settings import ApiSettings, OsmAndSettings
+    from api.settings import ApiSettings, Jt808Settings, OsmAndSettings
 
     budget = fd_limit() - FD_RESERVE
-    assert connection_cap(ApiSettings().max_connections, 0.1) <= budget * 0.1
-    assert connection_cap(OsmAndSettings().max_connections, 0.4) <= budget * 0.4
+    api = connection_cap(ApiSettings().max_connections, 0.1)
+    osmand = connection_cap(OsmAndSettings().max_connections, 0.4)
+    jt808 = connection_cap(Jt808Settings().max_connections, 0.4)
+    assert api <= budget * 0.1
+    assert osmand <= budget * 0.4
+    assert jt808 <= budget * 0.4
+    assert api + osmand + jt808 < fd_limit()  # the old defaults: 20,000 each, the limit itself
     assert connection_cap(10**9, 0.4) < fd_limit()

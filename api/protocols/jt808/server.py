@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.errors import Unprocessable
 from api.ingest.writer import GroupWriter
+from api.limits import connection_cap
 from api.protocols.jt808 import commands, handlers
 from api.protocols.jt808.codec import message_id
 from api.protocols.jt808.commands import TerminalOffline
@@ -121,7 +122,7 @@ class Jt808Server:
     # ---- connections ---------------------------------------------------------------------------
     def admit(self, conn: Connection) -> bool:
         """Count a new connection in, unless the server is full."""
-        if len(self.connections) >= self.settings.max_connections:
+        if len(self.connections) >= connection_cap(self.settings.max_connections, 0.4):
             self.stats.events["rejected_full"] += 1
             return False
         self.connections.add(conn)
