@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
         app.state.tokens = TokenStore(pool, ttl=settings.api.token_cache_seconds)
-        ingestor = Ingestor(settings.ingest)
+        ingestor = Ingestor(settings.ingest, osmand_require_key=settings.osmand.require_key)
         writer = GroupWriter(url, ingestor, max_batch=settings.ingest.writer_max_batch)
         app.state.ingestor, app.state.writer = ingestor, writer
         await writer.start()

@@ -3,6 +3,12 @@
 A device belongs to a home village (its scope key: NBS codes nest by prefix) and may be assigned
 grids; it declares the coordinate system its terminal speaks (wgs84, cgcs2000, gcj02, bd09), which
 ingest converts from at the edge.
+
+A device gets two secrets at registration, each shown once and stored only as its SHA-256: the
+bearer token (batch API, own track) and the OsmAnd key (``osmand_key`` of the creation's answer;
+the OsmAnd / Traccar Client sends it as ``key=`` in the tracking URL, as the HTTP Basic password,
+or alone as the device id). Devices registered before keys existed have none (legacy): their
+OsmAnd fixes are stored as unauthenticated until ``issue_osmand_key`` gives them one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from api import audit
 from api.auth import Principal, new_token, token_hash
 from api.errors import Conflict, NotFound, Unprocessable
+from api.ingest.registry import key_hash, new_key
 from api.scope import Scope
 from gis.codes import CodeError, parse_grid_code, parse_nbs
 from gis.crs import INPUT_CRS
@@ -99,7 +106,8 @@ async def _check_village(conn: AsyncConnection[Any], code: str | None) -> None:
 async def create_device(
     conn: AsyncConnection[Any], actor: Principal, data: DeviceIn
 ) -> tuple[dict[str, Any], str]:
-    """Register a device; returns its row and its token (shown once).
+    """Register a device; returns its row (with its OsmAnd key under ``osmand_key``, shown once
+    and not stored) and its token (shown once).
 
     Raises
     ------
@@ -110,20 +118,22 @@ async def create_device(
     """
     actor.scope.require_area(data.home_village, "the device's home village")
     await _check_village(conn, data.home_village)
-    token = new_token()
+    token, key = new_token(), new_key()
     try:
         async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 sql.SQL(
                     """
                     INSERT INTO device AS d (identifier, kind, name, plate, home_village,
-                                             assigned_grids, crs, enabled, token_hash)
+                                             assigned_grids, crs, enabled, token_hash,
+                                             osmand_key_hash)
                     VALUES (%(identifier)s, %(kind)s, %(name)s, %(plate)s, %(home_village)s,
-                            %(assigned_grids)s, %(crs)s, %(enabled)s, %(token_hash)s)
+                            %(assigned_grids)s, %(crs)s, %(enabled)s, %(token_hash)s,
+                            %(key_hash)s)
                     RETURNING {cols}
                     """
                 ).format(cols=COLUMNS),
-                {**data.model_dump(), "token_hash": token_hash(token)},
+                {**data.model_dump(), "token_hash": token_hash(token), "key_hash": key_hash(key)},
             )
             row = await cur.fetchone()
             assert row is not None  # noqa: S101 - RETURNING yields the row
@@ -137,7 +147,7 @@ async def create_device(
             )
     except errors.UniqueViolation as exc:
         raise Conflict(f"a device {data.identifier!r} exists already", field="identifier") from exc
-    return row, token
+    return {**row, "osmand_key": key}, token
 
 
 async def list_devices(
@@ -205,6 +215,34 @@ async def rotate_token(conn: AsyncConnection[Any], actor: Principal, device_id: 
         )
         await audit.record(conn, actor, "device.token", object_type="device", object_id=device_id)
     return token
+
+
+async def issue_osmand_key(conn: AsyncConnection[Any], actor: Principal, device_id: int) -> str:
+    """A new OsmAnd key for a device (shown once; the old one stops at once). For a legacy
+    device (registered before keys existed) this is the migration step: from now on its OsmAnd
+    fixes must carry the key, and only then may they mark an arrival."""
+    key = new_key()
+    async with conn.transaction():
+        await get_device(conn, actor.scope, device_id)  # 404 outside the scope
+        await conn.execute(
+            "UPDATE device SET osmand_key_hash = %s, updated_at = now() WHERE id = %s",
+            (key_hash(key), device_id),
+        )
+        await audit.record(
+            conn, actor, "device.osmand_key", object_type="device", object_id=device_id
+        )
+    return key
+
+
+async def legacy_devices(conn: AsyncConnection[Any], scope: Scope) -> list[dict[str, Any]]:
+    """Devices in ``scope`` without an OsmAnd key (their OsmAnd fixes are unauthenticated)."""
+    query = sql.SQL(
+        "SELECT d.id, d.identifier FROM device d WHERE d.osmand_key_hash IS NULL AND {scope} "
+        "ORDER BY d.id"
+    ).format(scope=_scope_where(scope))
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, scope.params())
+        return await cur.fetchall()
 
 
 CSV_FIELDS = (

@@ -156,7 +156,31 @@ async def ingest_stats(
     for r in rows:
         by_protocol.setdefault(r["protocol"], {})[r["outcome"]] = int(r["n"])
         totals[r["outcome"]] = totals.get(r["outcome"], 0) + int(r["n"])
-    return {"totals": totals, "by_protocol": by_protocol}
+    return {
+        "totals": totals,
+        "by_protocol": by_protocol,
+        "refused": await refused_sources(conn, since=since, until=until),
+    }
+
+
+async def refused_sources(
+    conn: AsyncConnection[Any], *, since: datetime | None, until: datetime | None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Requests refused before they named a known device (unknown ids, per-address rate
+    limits), counted per protocol, source address and reason (``ingest_refusal``), most first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT protocol, source, reason, sum(n)::bigint AS n, min(bucket) AS first,
+                   max(bucket) + interval '10 minutes' AS last
+              FROM ingest_refusal
+             WHERE (%(since)s::timestamptz IS NULL OR bucket >= %(since)s - interval '10 minutes')
+               AND (%(until)s::timestamptz IS NULL OR bucket <= %(until)s)
+             GROUP BY protocol, source, reason ORDER BY n DESC, source LIMIT %(limit)s
+            """,
+            {"since": since, "until": until, "limit": limit},
+        )
+        return await cur.fetchall()
 
 
 async def rejected(

@@ -33,6 +33,16 @@ class RateLimiter:
             self._buckets.clear()
         return True
 
+    def exhausted(self, key: str, cost: float = 1.0) -> bool:
+        """Whether ``key`` cannot spend ``cost`` now (nothing is spent)."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate) < cost
+
+    def reset(self) -> None:
+        """Forget every bucket (all keys start full again)."""
+        self._buckets.clear()
+
     def retry_after(self, key: str, cost: float = 1.0) -> int:
         """Whole seconds until ``key`` may spend ``cost`` again (at least 1)."""
         tokens, last = self._buckets.get(key, (self.burst, time.monotonic()))

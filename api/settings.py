@@ -111,6 +111,22 @@ class OsmAndSettings(BaseSettings):
     max_request_line_kb: float = Field(default=8.0, gt=0, description="longest request line: 414")
     max_header_kb: float = Field(default=16.0, gt=0, description="all headers together: 431")
     max_headers: int = Field(default=64, ge=1, description="header lines per request: 431")
+    require_key: bool = Field(
+        default=False,
+        description="refuse fixes of legacy devices that have no OsmAnd key yet "
+        "(devices with a key must always send it)",
+    )
+    address_rate_per_s: float = Field(
+        default=1000.0, ge=0, description="requests per second per source address (0: no limit)"
+    )
+    address_burst: float = Field(default=10_000.0, ge=1, description="requests in a burst")
+    refusal_rate_per_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="refused requests (unknown id, wrong key, unparsable) per second per "
+        "source address before it gets 429 (0: no limit)",
+    )
+    refusal_burst: float = Field(default=20.0, ge=1, description="refusals in a burst")
 
 
 class Jt808Settings(BaseSettings):

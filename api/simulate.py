@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from psycopg import AsyncConnection
 
 from api.ingest.fixes import FixBatch
+from api.ingest.registry import key_hash, new_key
 from api.ingest.store import Ingestor
 from api.progress import NullProgress, Progress
 from api.settings import Settings
@@ -83,18 +84,39 @@ async def load_fleet(conn: AsyncConnection[Any], vehicles: int, *, area_prefix: 
 
 async def register_fleet(
     conn: AsyncConnection[Any], fleet: Fleet, gcj02: NDArray[np.bool_]
-) -> None:
-    """Register (or refresh) the fleet's devices; GCJ-02 terminals get ``crs = gcj02``."""
+) -> dict[str, str]:
+    """Register (or refresh) the fleet's devices; GCJ-02 terminals get ``crs = gcj02``. Each
+    device gets a fresh OsmAnd key: returns identifier → key (what ``send_osmand`` sends)."""
+    keys = {identifier: new_key() for identifier in fleet.identifiers}
     await conn.execute(
         """
-        INSERT INTO device (identifier, kind, name, plate, home_village, crs)
-        SELECT i, 'vehicle', '巡逻车 ' || i, '蒙H·S' || lpad(n::text, 4, '0'), v, c
-          FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS u(i, v, c, n)
+        INSERT INTO device (identifier, kind, name, plate, home_village, crs, osmand_key_hash)
+        SELECT i, 'vehicle', '巡逻车 ' || i, '蒙H·S' || lpad(n::text, 4, '0'), v, c, k
+          FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+               WITH ORDINALITY AS u(i, v, c, k, n)
         ON CONFLICT (identifier) DO UPDATE SET home_village = EXCLUDED.home_village,
-               crs = EXCLUDED.crs, enabled = true, updated_at = now()
+               crs = EXCLUDED.crs, enabled = true, osmand_key_hash = EXCLUDED.osmand_key_hash,
+               updated_at = now()
         """,
-        (fleet.identifiers, fleet.villages, ["gcj02" if g else "wgs84" for g in gcj02]),
+        (
+            fleet.identifiers,
+            fleet.villages,
+            ["gcj02" if g else "wgs84" for g in gcj02],
+            [key_hash(keys[i]) for i in fleet.identifiers],
+        ),
     )
+    return keys
+
+
+async def issue_keys(conn: AsyncConnection[Any], identifiers: list[str]) -> dict[str, str]:
+    """Fresh OsmAnd keys for these (registered) devices: identifier → key."""
+    keys = {identifier: new_key() for identifier in identifiers}
+    await conn.execute(
+        "UPDATE device d SET osmand_key_hash = u.k, updated_at = now() "
+        "FROM unnest(%s::text[], %s::text[]) AS u(i, k) WHERE d.identifier = u.i",
+        (identifiers, [key_hash(keys[i]) for i in identifiers]),
+    )
+    return keys
 
 
 def fleet_tracks(
@@ -202,8 +224,10 @@ async def _vehicle_sender(
     report: SendReport,
     task: Any,
     max_retries: int,
+    key: str | None = None,
 ) -> None:
-    """One vehicle's fixes in time order, each retried until answered (as Traccar Client)."""
+    """One vehicle's fixes in time order, each retried until answered (as Traccar Client);
+    ``key`` is its OsmAnd key (sent as ``key=``, as a tracking URL template carries it)."""
     loop = asyncio.get_running_loop()
     wall0, sim0, speedup = clock
     for k in rows:
@@ -215,6 +239,8 @@ async def _vehicle_sender(
         )
         if np.isfinite(tracks.speed[k]):
             query += f"&speed={tracks.speed[k] / 0.514444:.2f}&bearing={tracks.course[k]:.1f}"
+        if key is not None:
+            query += f"&key={key}"
         request = f"GET /?{query} HTTP/1.1\r\nHost: {link.host}\r\n\r\n".encode()
         for attempt in range(max_retries + 1):
             try:
@@ -255,8 +281,10 @@ async def send_osmand(
     speedup: float = 0.0,
     progress: Progress | None = None,
     max_retries: int = 20,
+    keys: dict[str, str] | None = None,
 ) -> SendReport:
-    """Send every vehicle's fixes as OsmAnd requests, each vehicle on its own connection."""
+    """Send every vehicle's fixes as OsmAnd requests, each vehicle on its own connection;
+    ``keys`` (identifier → OsmAnd key, from ``register_fleet``) authenticate them."""
     progress = progress or NullProgress()
     report = SendReport()
     task = progress.task("模拟 OsmAnd", len(tracks))
@@ -275,6 +303,7 @@ async def send_osmand(
             report,
             task,
             max_retries,
+            (keys or {}).get(identifiers[int(tracks.vehicle[a])]),
         )
         for (a, b), phase in zip(itertools.pairwise(bounds.tolist()), phases, strict=True)
         if b > a

@@ -146,14 +146,15 @@ async def _prepare(url: str, plan: Plan, work: Path) -> Setup:
             spike_rate=0.0,
             gap_rate_per_h=0.0,
         )
-        await register_fleet(conn, fleet, tracks.gcj02)
+        keys = await register_fleet(conn, fleet, tracks.gcj02)
         members = {
             "osmand": list(range(0, plan.vehicles, 2)),
             "jt808": list(range(1, plan.vehicles, 2)),
         }
         identifiers = {p: [fleet.identifiers[v] for v in vs] for p, vs in members.items()}
         names = {
-            "osmand": identifiers["osmand"],
+            # OsmAnd clients send their key as the id (the id-only form; it names the device)
+            "osmand": [keys[i] for i in identifiers["osmand"]],
             "jt808": await assign_phones(conn, identifiers["jt808"]),
         }
         admin = await create_user(conn, SYSTEM, "soak-admin", role="admin", scope=["*"])
@@ -862,6 +863,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             "GRIDPATROL_API_STATE_DIR": str(work / "state"),
             # the soak's simulated clock lags the wall clock by up to sim_s: still live responders
             "GRIDPATROL_DISPATCH_MAX_AGE_S": str(plan.sim_s + 300),
+            # the whole fleet sends from one loopback address
+            "GRIDPATROL_OSMAND_ADDRESS_RATE_PER_S": "0",
         }
         with server_process(url, "soak", **env) as ports:
             wait_for_port(ports["jt808"])

@@ -78,6 +78,7 @@ async def _device_loop(
     lon: float,
     latencies: list[float],
     failures: list[int],
+    key: str | None = None,
 ) -> int:
     reader, writer = connection
     sent = ok = 0
@@ -89,6 +90,8 @@ async def _device_loop(
             break
         ts = start_ms + sent * int(interval * 1000)
         query = f"id={identifier}&lat={lat + sent * 1e-5:.6f}&lon={lon:.6f}&timestamp={ts}&speed=10"
+        if key is not None:
+            query += f"&key={key}"
         t0 = time.perf_counter()
         writer.write(f"GET /?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
@@ -114,6 +117,7 @@ async def osmand_load(
     seconds: float,
     start_ms: int,
     center: tuple[float, float],
+    keys: dict[str, str] | None = None,
 ) -> tuple[int, list[float], list[int], float]:
     """Every device opens its keep-alive connection, then sends ``rate_per_device`` fixes/s
     for ``seconds``; returns (ok count, latencies in s, failure statuses, elapsed s).
@@ -141,6 +145,7 @@ async def osmand_load(
             center[1] + (i // 50) * 1e-3,
             latencies,
             failures,
+            (keys or {}).get(ident),
         )
         for i, ident in enumerate(identifiers)
     ]

@@ -44,6 +44,7 @@ def add(
     row, token = run_async(go())
     typer.echo(f"device {row['id']} {identifier} ({kind}, {crs})")
     typer.echo(f"token: {token}")
+    typer.echo(f"OsmAnd key: {row['osmand_key']}  (tracking URL: …/?id={identifier}&key=…)")
 
 
 @app.command("import", help="Register devices from a CSV file (all or nothing).")
@@ -58,8 +59,41 @@ def import_csv(path: Path = typer.Argument(..., exists=True, dir_okay=False)) ->
 
     created = run_async(go())
     for row, token in created:
-        typer.echo(f"{row['id']}\t{row['identifier']}\t{token}")
+        typer.echo(f"{row['id']}\t{row['identifier']}\t{token}\t{row['osmand_key']}")
     typer.echo(f"registered {len(created)} devices")
+
+
+@app.command("osmand-key", help="Issue OsmAnd keys (shown once): named devices, or --legacy.")
+def osmand_key(
+    identifiers: list[str] = typer.Argument(None, help="device identifiers"),
+    legacy: bool = typer.Option(False, "--legacy", help="every device that has no key yet"),
+) -> None:
+    _, url = settings_and_url()
+
+    async def go() -> list[tuple[str, str]]:
+        async with connect(url) as conn:
+            if legacy:
+                rows = await registry.legacy_devices(conn, Scope.everything())
+            else:
+                found = await (
+                    await conn.execute(
+                        "SELECT id, identifier FROM device WHERE identifier = ANY(%s)",
+                        (list(identifiers or []),),
+                    )
+                ).fetchall()
+                rows = [{"id": r[0], "identifier": r[1]} for r in found]
+                missing = sorted(set(identifiers or []) - {r["identifier"] for r in rows})
+                if missing:
+                    raise typer.BadParameter(f"no device {', '.join(missing)}")
+            return [
+                (r["identifier"], await registry.issue_osmand_key(conn, SYSTEM, r["id"]))
+                for r in rows
+            ]
+
+    issued = run_async(go())
+    for identifier, key in issued:
+        typer.echo(f"{identifier}\t{key}")
+    typer.echo(f"issued {len(issued)} OsmAnd keys")
 
 
 @app.command("list", help="List devices (id, identifier, plate, village, CRS, enabled).")

@@ -138,7 +138,7 @@ def run(
         typer.echo(f"  API docs    {base}/docs")
         if settings.osmand.enabled:
             osmand = f"http://{settings.osmand.host}:{settings.osmand.port}"
-            typer.echo(f"  OsmAnd      {osmand}/?id=<device>&lat=…&lon=…  (Traccar Client)")
+            typer.echo(f"  OsmAnd      {osmand}/?id=<device>&key=<key>&lat=…&lon=…  (Traccar)")
         if settings.jt808.enabled:
             jt808 = f"{settings.jt808.host}:{settings.jt808.port}"
             typer.echo(f"  JT/T 808    tcp://{jt808}  (terminals, 2013 and 2019)")

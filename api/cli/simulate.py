@@ -51,7 +51,7 @@ def simulate(
             tracks = sim.fleet_tracks(
                 fleet, hours=hours, interval_s=interval, end_us=end_us, seed=seed
             )
-            await sim.register_fleet(conn, fleet, tracks.gcj02)
+            keys = await sim.register_fleet(conn, fleet, tracks.gcj02)
             with cli_progress(is_tty()) as progress:
                 if protocol == "batch":
                     return await sim.send_batch(
@@ -73,6 +73,7 @@ def simulate(
                     port=port or settings.osmand.port,
                     speedup=speedup,
                     progress=progress,
+                    keys=keys,
                 )
 
     for line in run_async(go()).lines():
@@ -106,6 +107,7 @@ def replay(
                 "ON CONFLICT (identifier) DO NOTHING",
                 (identifiers,),
             )
+            keys = await sim.issue_keys(conn, identifiers)
             with cli_progress(is_tty()) as progress:
                 if protocol == "batch":
                     return await sim.send_batch(
@@ -118,6 +120,7 @@ def replay(
                     port=port or settings.osmand.port,
                     speedup=speedup,
                     progress=progress,
+                    keys=keys,
                 )
 
     typer.echo(f"{path.name}: {len(batch)} fixes of {len(identifiers)} devices")

@@ -52,6 +52,7 @@ SQL_OWNED_TABLES = frozenset(
         "device_state",
         "position_rejected",
         "ingest_counter",
+        "ingest_refusal",
         "jt808_command",
         "staff",
         "grid_layout",

@@ -4,7 +4,8 @@ Called by ``Ingestor`` in the transaction that stores the fixes, so an arrival c
 fix that proves it. One indexed query finds the open assignments of the batch's devices (none
 in the usual case, and then that is all it costs; it is sent with the storing statements and
 read after them); the distances are numpy over those devices' fixes; one statement marks the
-arrivals. A fix taken before the dispatch does not count.
+arrivals. A fix taken before the dispatch does not count, nor does an unauthenticated one (an
+OsmAnd fix of a legacy device that presented no key: anyone knowing the id could have sent it).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ async def arrive(
     time_us: NDArray[np.int64],
     lat: NDArray[np.float64],
     lon: NDArray[np.float64],
+    *,
+    authenticated: NDArray[np.bool_] | None = None,
 ) -> int:
     """Mark incidents arrived whose assigned vehicle (a row of ``assignments``) has a fix in
     this batch within the incident's arrival radius, taken after the dispatch; returns how many.
@@ -71,9 +74,14 @@ async def arrive(
         From ``open_assignments`` on the same devices.
     device_id, time_us, lat, lon : ndarray
         The stored fixes (WGS-84, UTC microseconds).
+    authenticated : ndarray of bool, optional
+        Per fix, whether its sender proved to be the device (default: all). Only those count.
     """
-    rows = await assignments.fetchall()
-    if not rows:
+    rows = await assignments.fetchall()  # read even when no fix counts: it ends the pipeline
+    if authenticated is not None and not authenticated.all():
+        device_id, time_us = device_id[authenticated], time_us[authenticated]
+        lat, lon = lat[authenticated], lon[authenticated]
+    if not rows or len(device_id) == 0:
         return 0
     incident = np.array([r[0] for r in rows], dtype=np.int64)
     devices = np.array([r[1] for r in rows], dtype=np.int64)

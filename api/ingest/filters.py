@@ -26,6 +26,7 @@ REASONS: tuple[str, ...] = (
     "too_old",
     "poor_accuracy",
     "implausible_jump",
+    "unauthenticated",  # an OsmAnd fix without the device's key (checked by the store)
 )
 CODE = {name: i for i, name in enumerate(REASONS)}
 FIELD_OF = {
@@ -37,6 +38,7 @@ FIELD_OF = {
     "implausible_jump": "lat/lon",
     "unknown_device": "device",
     "disabled_device": "device",
+    "unauthenticated": "key",
 }
 
 

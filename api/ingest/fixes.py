@@ -5,11 +5,18 @@ Units: time in UTC microseconds since the Unix epoch (int64); lat/lon in degrees
 sent them (``crs`` says in which system; conversion to WGS-84 happens in the ingest path);
 speed m/s; course degrees clockwise from north; altitude m; accuracy m (horizontal);
 battery percent 0–100. Missing optional values are NaN. ``extras`` is one JSON text (or None)
-per fix; ``row`` the 1-based row/line/feature number in the source, for error reports.
+per fix; ``row`` the 1-based row/line/feature number in the source, for error reports; ``key``
+the credential an OsmAnd request presented (checked by the store, never stored) and ``source``
+the sender's network address (for refusal counts), both None when not applicable.
+
+``column_problems`` range-checks every column against the database type it is stored in, so
+that a value the database cannot hold is quarantined as unparsable (naming the field) instead
+of failing the storing transaction (and the device retrying forever).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +27,14 @@ import orjson
 from numpy.typing import NDArray
 
 FLOAT_COLUMNS = ("lat", "lon", "speed", "course", "altitude", "accuracy", "battery")
+REAL_COLUMNS = FLOAT_COLUMNS[2:]  # stored as PostgreSQL ``real`` (float4)
+REAL_MAX = 3.4028234e38  # the largest finite float4, rounded down
+# the fix times a timestamptz (and Python's datetime) can hold: years 1 to 9999
+MIN_TIME_US = -62_135_596_800_000_000  # 0001-01-01
+MAX_TIME_US = 253_402_300_799_999_999  # 9999-12-31 23:59:59.999999
+MAX_IDENTIFIER = 128
+# a JSON escape of U+0000 (jsonb cannot hold it), not preceded by an escaped backslash
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True)
@@ -48,12 +63,16 @@ class FixBatch:
     extras: NDArray[np.object_]  # JSON text or None
     row: NDArray[np.int64]
     raw: NDArray[np.object_] = field(default_factory=lambda: np.empty(0, dtype=object))
+    key: NDArray[np.object_] = field(default_factory=lambda: np.empty(0, dtype=object))
+    source: NDArray[np.object_] = field(default_factory=lambda: np.empty(0, dtype=object))
 
     def __post_init__(self) -> None:
         n = len(self.device)
-        if len(self.raw) == 0 and n:
-            self.raw = np.full(n, None, dtype=object)
-        for name in ("time_us", "lat", "lon", *FLOAT_COLUMNS[2:], "extras", "row", "raw"):
+        for name in ("raw", "key", "source"):
+            if len(getattr(self, name)) == 0 and n:
+                setattr(self, name, np.full(n, None, dtype=object))
+        columns = ("time_us", "lat", "lon", *REAL_COLUMNS, "extras", "row", "raw", "key", "source")
+        for name in columns:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"column {name} has {len(getattr(self, name))} values, not {n}")
 
@@ -154,6 +173,62 @@ class FixBatch:
                 for name in cls.__dataclass_fields__
             }
         )
+
+
+PROBLEMS = {  # why a field's value cannot be stored (for the answer naming the row)
+    "device": "not an identifier the database can hold (NUL, or over 128 characters)",
+    "time": "outside the years 1-9999 a timestamp can hold",
+    "extras": "holds a NUL character (\\u0000), which the database cannot store",
+    **dict.fromkeys(REAL_COLUMNS, "out of range for its column (finite, within ±3.4e38)"),
+}
+
+
+def column_problems(batch: FixBatch) -> NDArray[np.object_]:
+    """Per fix, the first field whose value its database column cannot hold, else None.
+
+    ``time`` outside years 1–9999 (timestamptz); a ``real`` column (speed, course, altitude,
+    accuracy, battery) infinite or beyond ±3.4e38 (NaN is "missing" and fine); a ``device``
+    identifier that is not text, holds a NUL or is longer than 128 characters; ``extras``
+    that is not text or holds an escaped NUL (jsonb refuses ``\\u0000``). Latitude and longitude
+    are the coordinate filter's to judge (``bad_coordinates``).
+    """
+    n = len(batch)
+    problem = np.full(n, None, dtype=object)
+    if n == 0:
+        return problem
+
+    def flag(mask: NDArray[np.bool_], name: str) -> None:
+        problem[mask & (problem == None)] = name  # noqa: E711 - elementwise on objects
+
+    flag(
+        np.fromiter(
+            (
+                not isinstance(d, str) or "\x00" in d or len(d) > MAX_IDENTIFIER
+                for d in batch.device
+            ),
+            dtype=bool,
+            count=n,
+        ),
+        "device",
+    )
+    flag((batch.time_us < MIN_TIME_US) | (batch.time_us > MAX_TIME_US), "time")
+    for name in REAL_COLUMNS:
+        values = getattr(batch, name)
+        with np.errstate(invalid="ignore"):
+            flag(np.isinf(values) | (np.abs(values) > REAL_MAX), name)
+    flag(
+        np.fromiter(
+            (
+                e is not None
+                and (not isinstance(e, str) or "\x00" in e or bool(_JSON_NUL.search(e)))
+                for e in batch.extras
+            ),
+            dtype=bool,
+            count=n,
+        ),
+        "extras",
+    )
+    return problem
 
 
 def to_time_us(value: datetime) -> int:

@@ -3,6 +3,11 @@
 A day's partition is ``position_pYYYYMMDD`` covering [day 00:00 UTC, next day 00:00 UTC). When
 the default partition already holds rows of that day (fixes that arrived before the partition
 existed), they are moved into the new partition in the same transaction.
+
+The writer makes partitions only for the days of fixes that passed the ingest filters, and only
+inside the accepted time window (``in_window``): a refused fix with a bogus date (year 1, 1999 …)
+creates no table. With a time filter switched off, that side of the window stops at
+``FLOOR_DAY`` (before) or one day after now (ahead); fixes beyond land in ``position_default``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from numpy.typing import NDArray
 from psycopg import AsyncConnection, sql
 
 _LOCK = 0x67707061  # advisory lock key: one partition maker at a time
+FLOOR_DAY = date(2000, 1, 1)
+_DAY_US = 86_400_000_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def partition_name(day: date) -> str:
@@ -28,6 +36,24 @@ def days_of(time_us: NDArray[np.int64]) -> list[date]:
     days = np.unique(time_us // 86_400_000_000)
     epoch = date(1970, 1, 1)
     return [epoch + timedelta(days=int(d)) for d in days]
+
+
+def in_window(
+    days: list[date], *, now_us: int, max_age_s: float, max_future_s: float
+) -> list[date]:
+    """The ``days`` inside the accepted time window, with a day's slack on each side.
+
+    ``max_age_s``/``max_future_s`` of 0 (filter off) bound the window at ``FLOOR_DAY`` behind
+    and one day ahead.
+    """
+
+    def day(offset_us: int) -> date:  # clamped to what a date can hold
+        ordinal = (now_us + offset_us) // _DAY_US + _EPOCH_ORDINAL
+        return date.fromordinal(min(max(ordinal, 1), date.max.toordinal()))
+
+    lo = day(-int(max_age_s * 1e6) - _DAY_US) if max_age_s > 0 else FLOOR_DAY
+    hi = day((int(max_future_s * 1e6) if max_future_s > 0 else 0) + _DAY_US)
+    return [d for d in days if lo <= d <= hi]
 
 
 async def existing(conn: AsyncConnection[Any]) -> set[date]:

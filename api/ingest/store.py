@@ -9,14 +9,25 @@ waiting for its answer took a dozen and doubled the commit time; a larger batch 
 COPY, straight into ``position`` or through a session staging table. Refused fixes go to
 ``position_rejected`` with their reason; ``device_state``, the coverage marks, arrivals and
 ``ingest_counter`` are updated in the same transaction. Nothing is half-written.
+
+Before any of that, every column is range-checked against its database type
+(``column_problems``): a value the database cannot hold makes that fix ``unparsable`` (naming
+the field), never a failed transaction. Day partitions are made after the filters, for the days
+of the fixes that passed them, inside the accepted time window. OsmAnd fixes (protocol
+``osmand``) are authenticated here against the device's key hash: a device with a key must
+present it (else ``unauthenticated``); a legacy device without one is stored unauthenticated
+(unless ``osmand_require_key``), and only authenticated fixes may mark an arrival. Unknown
+devices refused from a network ``source`` are counted per source and 10-minute bucket in
+``ingest_refusal`` instead of one quarantine row each.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -43,8 +54,15 @@ from api.ingest.filters import (
     mark_duplicates,
     mark_jumps,
 )
-from api.ingest.fixes import FixBatch, FixError
-from api.ingest.registry import CRS_CODES, DeviceRegistry
+from api.ingest.fixes import (
+    MAX_TIME_US,
+    MIN_TIME_US,
+    PROBLEMS,
+    FixBatch,
+    FixError,
+    column_problems,
+)
+from api.ingest.registry import CRS_CODES, DeviceRegistry, Resolved, key_hash
 from api.settings import IngestSettings
 from gis.crs import to_wgs84
 
@@ -107,6 +125,15 @@ REJECT_COLUMNS = {  # position_rejected's columns written here, with their array
     "raw": "text",
 }
 
+# refusals counted in aggregate: per protocol, source address and 10-minute bucket
+REFUSALS = """
+INSERT INTO ingest_refusal (bucket, protocol, source, reason, n)
+SELECT to_timestamp(floor(extract(epoch FROM now()) / 600) * 600), %(protocol)s, s, r, n
+  FROM unnest(%(source)s::text[], %(reason)s::text[], %(n)s::bigint[]) AS u(s, r, n)
+ON CONFLICT (bucket, protocol, source, reason) DO UPDATE SET n = ingest_refusal.n + EXCLUDED.n
+"""
+INT4_MAX = 2**31 - 1
+
 REJECT_ROWS = sql.SQL("INSERT INTO position_rejected ({}) SELECT * FROM unnest({})").format(
     sql.SQL(", ").join(map(sql.Identifier, REJECT_COLUMNS)),
     sql.SQL(", ").join(sql.SQL(f"%s::{kind}[]") for kind in REJECT_COLUMNS.values()),
@@ -124,6 +151,7 @@ class _Stored:
     lon: NDArray[np.float64]
     optional: dict[str, NDArray[np.float64]]
     extras: NDArray[np.object_]
+    authenticated: NDArray[np.bool_]
 
 
 @asynccontextmanager
@@ -140,12 +168,14 @@ async def _storing(conn: AsyncConnection[Any], *, pipelined: bool) -> AsyncItera
 
 @dataclass
 class StoreResult:
-    """What became of each fix of a batch, and the counts per outcome."""
+    """What became of each fix of a batch, and the counts per outcome; ``errors`` names the
+    fixes refused because a value does not fit its column (row, field, why)."""
 
     outcome: NDArray[np.int8]
     stored: int = 0
     duplicate: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    errors: list[FixError] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {"stored": self.stored, "duplicate": self.duplicate, **self.rejected}
@@ -158,7 +188,17 @@ def _csv(table: pa.Table) -> bytes:
 
 
 def _float(values: NDArray[np.float64]) -> pa.Array:
-    return pa.array(values, type=pa.float64(), from_pandas=True)  # NaN → NULL
+    finite = np.where(np.isfinite(values), values, np.nan)
+    return pa.array(finite, type=pa.float64(), from_pandas=True)  # NaN, ±inf → NULL
+
+
+def _text(value: object) -> str | None:
+    """Text a ``text`` column can hold (NUL shown as U+FFFD), None kept."""
+    return None if value is None else str(value).replace("\x00", "\ufffd")
+
+
+def _int4(value: int | None) -> int | None:
+    return value if value is not None and -INT4_MAX <= value <= INT4_MAX else None
 
 
 @dataclass
@@ -170,6 +210,7 @@ class Ingestor:
     bbox: tuple[float, float, float, float] | None = None
     _bbox_checked: float = 0.0
     _partitions: set[date] = field(default_factory=set)
+    osmand_require_key: bool = False  # refuse OsmAnd fixes of legacy devices (no key issued)
 
     async def refresh_service_area(
         self, conn: AsyncConnection[Any], *, force: bool = False
@@ -211,11 +252,13 @@ class Ingestor:
             bbox=self.bbox,
         )
 
-    async def prepare(self, conn: AsyncConnection[Any], batch: FixBatch) -> None:
-        """Work done outside the storing transaction: partitions for the batch's days."""
-        self._partitions = await partitions.ensure(
-            conn, partitions.days_of(batch.time_us), self._partitions
-        )
+    async def prepare(self, conn: AsyncConnection[Any], batch: FixBatch) -> None:  # noqa: ARG002
+        """Work done before ``store``, outside any transaction: refresh the service area.
+
+        The day partitions are made by ``store`` itself, once the filters have run, for the days
+        of the fixes that passed them only (a refused fix's bogus date creates no table).
+        """
+        await self.refresh_service_area(conn)
 
     async def store(
         self,
@@ -225,15 +268,25 @@ class Ingestor:
         protocol: str,
         errors: Sequence[FixError] = (),
         source_crs: str | None = None,
+        refusals: Mapping[tuple[str, str], int] | None = None,
     ) -> StoreResult:
         """Filter and store ``batch`` (plus quarantine ``errors`` from parsing) atomically.
 
         Coordinates are converted to WGS-84 from ``source_crs`` when given (a file declared in
-        GCJ-02, say), else from each device's declared CRS. Call ``prepare`` first (outside any
-        transaction) so the day partitions exist.
+        GCJ-02, say), else from each device's declared CRS. Call it outside any transaction:
+        the partitions for the days of the fixes that pass the filters are made first, in their
+        own. ``refusals`` ((source, reason) → count) are requests refused before parsing (rate
+        limits), counted in ``ingest_refusal`` in the same transaction.
         """
         await self.refresh_service_area(conn)
-        resolved = await self.registry.resolve(conn, batch.device)
+        problem = column_problems(batch)
+        unreadable = problem != None  # noqa: E711 - elementwise on objects
+        identifiers = batch.device
+        if unreadable.any():  # the lookup itself must not see what the database cannot hold
+            identifiers = batch.device.copy()
+            identifiers[unreadable & (problem == "device")] = ""
+        osmand = protocol == "osmand"
+        resolved = await self.registry.resolve(conn, identifiers, keys=osmand)
         lat, lon = batch.lat.copy(), batch.lon.copy()
         if source_crs is not None:
             lon, lat = to_wgs84(lon, lat, source_crs)
@@ -245,6 +298,10 @@ class Ingestor:
         limits = self.limits()
         outcome = check_fixes(
             resolved.device_id, resolved.enabled, batch.time_us, lat, lon, batch.accuracy, limits
+        )
+        outcome[unreadable] = CODE["unparsable"]
+        authenticated = (
+            self._authenticate(batch, resolved, outcome) if osmand else np.ones(len(batch), bool)
         )
         order = np.lexsort((batch.time_us, resolved.device_id))
         mark_duplicates(resolved.device_id, batch.time_us, outcome, order=order)
@@ -259,6 +316,10 @@ class Ingestor:
             order=order,
         )
         result = StoreResult(outcome=outcome)
+        result.errors = [
+            FixError(row=int(batch.row[i]), reason=PROBLEMS[problem[i]], field=problem[i])
+            for i in np.flatnonzero(unreadable)
+        ]
         good = np.flatnonzero(outcome == STORED)
         refused = np.flatnonzero(outcome > DUPLICATE)
         fixes = _Stored(
@@ -268,7 +329,10 @@ class Ingestor:
             lon=lon[good],
             optional={name: getattr(batch, name)[good] for name in OPTIONAL},
             extras=batch.extras[good],
+            authenticated=authenticated[good],
         )
+        await self._make_partitions(conn, fixes.time_us, limits)
+        refused, tally = _aggregated(batch, outcome, refused, refusals)
         pipelined = len(good) < PIPELINE_MAX
         async with _storing(conn, pipelined=pipelined):
             if len(good):
@@ -279,21 +343,65 @@ class Ingestor:
             await self._quarantine(
                 conn,
                 batch,
-                resolved.device_id,
+                resolved,
                 lat,
                 lon,
                 outcome,
+                problem,
                 refused,
                 protocol,
                 errors,
                 pipelined=pipelined,
             )
+            if tally:
+                await conn.execute(
+                    REFUSALS,
+                    {
+                        "protocol": protocol,
+                        "source": [k[0] for k in tally],
+                        "reason": [k[1] for k in tally],
+                        "n": list(tally.values()),
+                    },
+                )
+            refused = np.flatnonzero(outcome > DUPLICATE)  # counted ones included
             codes, numbers = np.unique(outcome[refused], return_counts=True)
             counts = Counter({REASONS[c]: int(n) for c, n in zip(codes, numbers, strict=True)})
             counts["unparsable"] += len(errors)
             result.rejected = {k: v for k, v in counts.items() if v}
             await self._count(conn, protocol, result.counts())
         return result
+
+    async def _make_partitions(
+        self, conn: AsyncConnection[Any], time_us: NDArray[np.int64], limits: Limits
+    ) -> None:
+        """Partitions for the days of the fixes that passed, inside the accepted window."""
+        days = partitions.in_window(
+            partitions.days_of(time_us),
+            now_us=limits.now_us,
+            max_age_s=limits.max_age_s,
+            max_future_s=limits.max_future_s,
+        )
+        self._partitions = await partitions.ensure(conn, days, self._partitions)
+
+    def _authenticate(
+        self, batch: FixBatch, resolved: Resolved, outcome: NDArray[np.int8]
+    ) -> NDArray[np.bool_]:
+        """Which OsmAnd fixes are authenticated (their device's key presented, or sent as the
+        id); refuses as ``unauthenticated`` the fixes of devices with a key that did not present
+        it (and, with ``osmand_require_key``, those of legacy devices without a key)."""
+        known = resolved.device_id >= 0
+        has_key = np.fromiter(
+            (h is not None for h in resolved.key_hash), dtype=bool, count=len(batch)
+        )
+        authenticated = resolved.by_key & known
+        for i in np.flatnonzero(known & has_key & ~authenticated):
+            key = batch.key[i]
+            authenticated[i] = isinstance(key, str) and hmac.compare_digest(
+                key_hash(key), str(resolved.key_hash[i])
+            )
+        refuse = known & ~authenticated & (has_key | self.osmand_require_key)
+        outcome[refuse & (outcome != CODE["unparsable"])] = CODE["unauthenticated"]
+        return authenticated
 
     async def _insert(
         self, conn: AsyncConnection[Any], fixes: _Stored, protocol: str, pipelined: bool
@@ -338,7 +446,15 @@ class Ingestor:
         await mark_dirty(conn, fixes.device_id, fixes.time_us)
         assignments = await open_assignments(conn, fixes.device_id)
         # reading the assignments is the round trip that brings every result before it
-        await arrive(conn, assignments, fixes.device_id, fixes.time_us, fixes.lat, fixes.lon)
+        await arrive(
+            conn,
+            assignments,
+            fixes.device_id,
+            fixes.time_us,
+            fixes.lat,
+            fixes.lon,
+            authenticated=fixes.authenticated,
+        )
         return int(written.rowcount) if pipelined else inserted
 
     async def _copy_direct(self, conn: AsyncConnection[Any], payload: bytes) -> int | None:
@@ -387,10 +503,11 @@ class Ingestor:
         self,
         conn: AsyncConnection[Any],
         batch: FixBatch,
-        device_id: NDArray[np.int64],
+        resolved: Resolved,
         lat: NDArray[np.float64],
         lon: NDArray[np.float64],
         outcome: NDArray[np.int8],
+        problem: NDArray[np.object_],
         refused: NDArray[np.int64],
         protocol: str,
         errors: Sequence[FixError],
@@ -398,31 +515,53 @@ class Ingestor:
         pipelined: bool,
     ) -> None:
         """Refused fixes and unparsable records into ``position_rejected`` with their reason:
-        an INSERT from arrays in a pipelined (small) group, a CSV COPY otherwise."""
+        an INSERT from arrays in a pipelined (small) group, a CSV COPY otherwise. Every value
+        is made storable first (no NUL in text, times and numbers the columns can hold); a key
+        sent as the identifier is replaced by the device's identifier, and by ``<key>`` in the
+        raw text."""
         if len(refused) == 0 and not errors:
             return
         reasons = [REASONS[c] for c in outcome[refused]]
         n_err = len(errors)
+        times = np.r_[batch.time_us[refused], np.zeros(n_err, np.int64)]
         no_time = np.r_[np.zeros(len(refused), bool), np.ones(n_err, bool)]
+        no_time |= (times < MIN_TIME_US) | (times > MAX_TIME_US)
+        fields = [
+            str(problem[i]) if r == "unparsable" and problem[i] is not None else FIELD_OF.get(r)
+            for r, i in zip(reasons, refused, strict=True)
+        ]
+        raws = [_raw(batch, i) for i in refused]
+        for k, i in enumerate(refused):
+            if resolved.by_key[i]:
+                raws[k] = raws[k].replace(str(batch.device[i]), "<key>")
         table = pa.table(
             {
                 "protocol": pa.array([protocol] * (len(refused) + n_err)),
                 "reason": pa.array(reasons + ["unparsable"] * n_err),
-                "field": pa.array([FIELD_OF.get(r) for r in reasons] + [e.field for e in errors]),
-                "row_no": pa.array(batch.row[refused].tolist() + [e.row for e in errors]),
-                "identifier": pa.array([str(d) for d in batch.device[refused]] + [None] * n_err),
+                "field": pa.array([_text(f) for f in [*fields, *(e.field for e in errors)]]),
+                "row_no": pa.array(
+                    [_int4(r) for r in [*batch.row[refused].tolist(), *(e.row for e in errors)]],
+                    type=pa.int64(),
+                ),
+                "identifier": pa.array(
+                    [
+                        _text(resolved.identifier[i] if resolved.by_key[i] else batch.device[i])
+                        for i in refused
+                    ]
+                    + [None] * n_err,
+                    type=pa.string(),
+                ),
                 "device_id": pa.array(
-                    [int(d) if d >= 0 else None for d in device_id[refused]] + [None] * n_err,
+                    [int(d) if d >= 0 else None for d in resolved.device_id[refused]]
+                    + [None] * n_err,
                     type=pa.int64(),
                 ),
                 "fix_time": pa.array(
-                    np.r_[batch.time_us[refused], np.zeros(n_err, np.int64)],
-                    type=pa.timestamp("us", tz="UTC"),
-                    mask=no_time,
+                    np.where(no_time, 0, times), type=pa.timestamp("us", tz="UTC"), mask=no_time
                 ),
                 "lat": _float(np.r_[lat[refused], np.full(n_err, np.nan)]),
                 "lon": _float(np.r_[lon[refused], np.full(n_err, np.nan)]),
-                "raw": pa.array([_raw(batch, i) for i in refused] + [e.raw for e in errors]),
+                "raw": pa.array([_text(r) for r in [*raws, *(e.raw for e in errors)]]),
             }
         )
         if pipelined:  # COPY cannot run in pipeline mode
@@ -489,6 +628,24 @@ async def mark_dirty(
         + REMARK,
         (pairs[:, 0].tolist(), pairs[:, 1].tolist()),
     )
+
+
+def _aggregated(
+    batch: FixBatch,
+    outcome: NDArray[np.int8],
+    refused: NDArray[np.int64],
+    refusals: Mapping[tuple[str, str], int] | None,
+) -> tuple[NDArray[np.int64], Counter[tuple[str, str]]]:
+    """Unknown devices refused from a network ``source`` are counted per (source, reason),
+    not quarantined one row each: returns the refused fixes left to quarantine and the counts
+    (with ``refusals`` added)."""
+    sourced = batch.source[refused] != None  # noqa: E711 - elementwise on objects
+    counted = refused[(outcome[refused] == CODE["unknown_device"]) & sourced]
+    tally: Counter[tuple[str, str]] = Counter(refusals or {})
+    tally.update((str(batch.source[i]), "unknown_device") for i in counted)
+    if len(counted):
+        refused = np.setdiff1d(refused, counted)
+    return refused, tally
 
 
 def _raw(batch: FixBatch, i: int) -> str:

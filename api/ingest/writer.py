@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ class _Job:
     protocol: str
     errors: Sequence[FixError]
     future: asyncio.Future[NDArray[np.int8]]
+    refusals: Mapping[tuple[str, str], int] | None = None
 
 
 @dataclass
@@ -85,9 +87,17 @@ class GroupWriter:
             self._conn = None
 
     async def submit(
-        self, batch: FixBatch, *, protocol: str, errors: Sequence[FixError] = ()
+        self,
+        batch: FixBatch,
+        *,
+        protocol: str,
+        errors: Sequence[FixError] = (),
+        refusals: Mapping[tuple[str, str], int] | None = None,
     ) -> NDArray[np.int8]:
         """Queue fixes and wait until they are committed; returns their outcome codes.
+
+        ``refusals`` ((source, reason) → count) are requests a protocol server refused before
+        parsing (rate limits), counted in aggregate with the group.
 
         Raises
         ------
@@ -100,7 +110,7 @@ class GroupWriter:
             raise IngestUnavailable("ingest queue full; retry shortly")
         future: asyncio.Future[NDArray[np.int8]] = asyncio.get_running_loop().create_future()
         self._queued_fixes += len(batch)
-        await self._queue.put(_Job(batch, protocol, errors, future))
+        await self._queue.put(_Job(batch, protocol, errors, future, refusals))
         return await future
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -166,9 +176,12 @@ class GroupWriter:
         conn = await self._connection()
         batch = FixBatch.concat([j.batch for j in jobs])
         errors = [e for j in jobs for e in j.errors]
+        refusals: Counter[tuple[str, str]] = Counter()
+        for job in jobs:
+            refusals.update(job.refusals or {})
         await self.ingestor.prepare(conn, batch)
         result: StoreResult = await self.ingestor.store(
-            conn, batch, protocol=protocol, errors=errors
+            conn, batch, protocol=protocol, errors=errors, refusals=refusals
         )
         self.commits += 1
         self.fixes += len(batch)

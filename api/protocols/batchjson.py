@@ -4,7 +4,9 @@
     "lat": 43.9, "lon": 116.0, "speed": 8.3, "course": 90, "altitude": 990, "accuracy": 5,
     "battery": 80, "extras": {…}}, …]`` — speed in m/s; times in ISO 8601 or Unix seconds
 (milliseconds when ≥ 2^31); ``device`` may be left out when a device token posts. Rows that
-cannot be read become ``FixError``s with their 1-based position; the others are kept.
+cannot be read become ``FixError``s with their 1-based position; the others are kept. So do
+rows with a value their database column cannot hold (a time outside years 1–9999, a measure
+beyond ±3.4e38, a NUL in the device or extras): named here, they never fail the whole batch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from api.ingest.fixes import FixBatch, FixError
+from api.ingest.fixes import (
+    MAX_TIME_US,
+    MIN_TIME_US,
+    PROBLEMS,
+    FixBatch,
+    FixError,
+    column_problems,
+)
 
 FIELDS = ("device", "time", "lat", "lon", "speed", "course", "altitude", "accuracy", "battery")
 _MS_THRESHOLD = 2**31
@@ -30,14 +39,17 @@ class BatchFormatError(ValueError):
 
 
 def times_to_us(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Unix seconds/milliseconds or ISO 8601 text → (µs int64, ok mask)."""
+    """Unix seconds/milliseconds or ISO 8601 text → (µs int64, ok mask). A number outside the
+    years 1–9999 is not ok (it would overflow the µs, or the database's timestamp)."""
     numeric = pd.to_numeric(values, errors="coerce")
     is_num = numeric.notna().to_numpy()
     out = np.zeros(len(values), dtype=np.int64)
     num = numeric.to_numpy(dtype=float, na_value=np.nan)
     seconds = np.where(np.abs(num) >= _MS_THRESHOLD, num / 1000.0, num)
     with np.errstate(invalid="ignore"):
-        out[is_num] = np.round(seconds[is_num] * 1e6).astype(np.int64)
+        fits = (seconds >= MIN_TIME_US / 1e6) & (seconds <= MAX_TIME_US / 1e6)
+        out[is_num & fits] = np.round(seconds[is_num & fits] * 1e6).astype(np.int64)
+    is_num = is_num & fits  # an unfit number is not a time (and no ISO text either)
     text = values[~is_num].astype("string")
     parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
     ok = is_num.copy()
@@ -85,6 +97,8 @@ def parse_batch_json(
         device = device.where(device.notna(), default_device)
     fail(device.isna().to_numpy(), "device", "missing")
     time_us, ok = times_to_us(frame["time"])
+    number = pd.to_numeric(frame["time"], errors="coerce").notna().to_numpy()
+    fail(~ok & number, "time", PROBLEMS["time"])
     fail(~ok, "time", "missing or not a time (ISO 8601 or Unix seconds/milliseconds)")
     numbers: dict[str, np.ndarray] = {}
     for name in FIELDS[2:]:
@@ -110,6 +124,14 @@ def parse_batch_json(
         extras=np.array(extras, dtype=object)[keep],
         row=np.arange(1, n + 1)[keep],
     )
+    problem = column_problems(batch)  # values no database column can hold
+    unfit = problem != None  # noqa: E711 - elementwise on objects
+    if unfit.any():
+        errors.extend(
+            FixError(row=int(r), field=str(f), reason=PROBLEMS[f], raw=_raw(data[int(r) - 1]))
+            for r, f in zip(batch.row[unfit], problem[unfit], strict=True)
+        )
+        batch = batch.take(~unfit)
     return batch, sorted(errors, key=lambda e: e.row)
 
 

@@ -6,7 +6,8 @@ Two request shapes, as Traccar's ``OsmAndProtocolDecoder`` reads them:
   ``lon``/``lng`` or ``location=lat,lon``, ``timestamp``/``time`` (unix seconds; milliseconds when
   ≥ 2^31; or ISO 8601), ``speed`` in knots, ``bearing``/``heading``, ``altitude``/``alt``,
   ``accuracy``, ``hdop``, ``batt``/``battery`` (%), ``valid``, ``charge``, ``driverUniqueId``;
-  every other field is kept in extras (numbers and true/false typed, the rest as text).
+  every other field is kept in extras (numbers and true/false typed, the rest as text), except
+  ``key`` (the device's OsmAnd key, which the server reads and nothing stores).
 * a JSON body (Traccar Client 9+, the transistorsoft "background geolocation" shape):
   ``{"device_id", "location": {"timestamp", "coords": {latitude, longitude, speed m/s, heading,
   altitude, accuracy}, "battery": {"level" 0..1, "is_charging"}, "is_moving", "odometer", …}}``;
@@ -77,6 +78,7 @@ _ROLES = {
     "valid": "valid",
     "charge": "charge",
     "driverUniqueId": "driverUniqueId",
+    "key": "key",  # the device's OsmAnd key: checked by the server and store, never kept
 }
 
 

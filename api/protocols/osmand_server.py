@@ -6,8 +6,13 @@ writer, and answered only after the fix is committed:
 
 - 200, empty body: stored, a duplicate of a stored fix, or quarantined by a filter (the device
   must not resend it; the outcome is in ``X-GridPatrol-Outcome``);
-- 400 with ``field: reason``: unparsable request or unknown device (as Traccar) — quarantined too;
-- 429 with ``Retry-After``: the device sends faster than ``GRIDPATROL_INGEST_RATE_PER_S``;
+- 400 with ``field: reason``: unparsable request (quarantined too) or unknown device (as Traccar;
+  counted per source address in ``ingest_refusal``, not one quarantine row each);
+- 401: the device has an OsmAnd key and the request did not present it (``key=`` in the query or
+  form, the HTTP Basic password, or the key itself as ``id``) — quarantined as unauthenticated;
+- 429 with ``Retry-After``: the device sends faster than ``GRIDPATROL_INGEST_RATE_PER_S``, its
+  address faster than ``GRIDPATROL_OSMAND_ADDRESS_RATE_PER_S``, or its address has had too many
+  refusals (``REFUSAL_RATE_PER_S``/``REFUSAL_BURST``: unknown ids, wrong keys, unparsable);
 - 503 with ``Retry-After``: not stored (database down, queue full); the device keeps and retries.
 
 Keep-alive and pipelining are supported; requests on one connection are answered in order.
@@ -16,12 +21,18 @@ Keep-alive and pipelining are supported; requests on one connection are answered
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import ipaddress
 import logging
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
+from urllib.parse import unquote_plus
 
 import httptools
 
@@ -38,6 +49,7 @@ MAX_BODY = 64 * 1024
 _STATUS = {
     200: b"OK",
     400: b"Bad Request",
+    401: b"Unauthorized",
     405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Payload Too Large",
@@ -63,6 +75,8 @@ def _response(
         head.append(b"X-GridPatrol-Outcome: " + outcome.encode())
     if status in (429, 503):
         head.append(b"Retry-After: %d" % retry_after)
+    if status == 401:
+        head.append(b'WWW-Authenticate: Basic realm="GridPatrol OsmAnd"')
     if close:
         head.append(b"Connection: close")
     return b"\r\n".join(head) + b"\r\n\r\n" + body
@@ -75,6 +89,8 @@ class _Request:
     content_type: bytes = b""
     body: bytearray = field(default_factory=bytearray)
     keep_alive: bool = True
+    authorization: bytes = b""
+    peer: str = ""  # the sender's address (IPv6: its /64), for per-address limits and counts
 
 
 class _Refused(Exception):
@@ -206,6 +222,8 @@ class _Connection(asyncio.Protocol):
             self._content_length = value
         if name.lower() == b"content-type":
             self.current.content_type = value.lower()
+        elif name.lower() == b"authorization":
+            self.current.authorization = value
 
     def on_body(self, body: bytes) -> None:
         self.current.body += body
@@ -218,6 +236,7 @@ class _Connection(asyncio.Protocol):
         self._disarm()
         self.current.method = self.parser.get_method()
         self.current.keep_alive = self.parser.should_keep_alive()
+        self.current.peer = _source(self.transport)
         self.queue.put_nowait(self.current)
 
     # ---- work ------------------------------------------------------------------------------------
@@ -255,6 +274,19 @@ class OsmAndServer:
         self.writer = writer
         self.clock = clock
         self.limiter = limiter  # per device id, shared with the HTTP ingest routes' limits
+        # per source address: every request, and (stricter) refused ones
+        self.address_limiter = (
+            RateLimiter(rate=settings.address_rate_per_s, burst=settings.address_burst)
+            if settings.address_rate_per_s > 0
+            else None
+        )
+        self.refusal_limiter = (
+            RateLimiter(rate=settings.refusal_rate_per_s, burst=settings.refusal_burst)
+            if settings.refusal_rate_per_s > 0
+            else None
+        )
+        self._refusals: Counter[tuple[str, str]] = Counter()  # (source, reason) → not yet stored
+        self._good: set[str] = set()  # device ids stored lately (pass an address's refusal block)
         self.connections: set[_Connection] = set()
         self.max_connections = connection_cap(settings.max_connections, 0.4)  # < the fd limit
         self.stats = ConnectionStats()  # refused and closed connections (api/limits.py)
@@ -284,6 +316,8 @@ class OsmAndServer:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        with contextlib.suppress(IngestUnavailable):
+            await self.flush_refusals()
         if self._server is not None:
             self._server.close()
             for conn in list(self.connections):
@@ -296,28 +330,69 @@ class OsmAndServer:
         """Close connections idle longer than the timeout (slow or vanished devices)."""
         while True:
             await asyncio.sleep(min(self.settings.idle_timeout_s / 4, 15.0))
+            with contextlib.suppress(IngestUnavailable):
+                await self.flush_refusals()
             cutoff = time.monotonic() - self.settings.idle_timeout_s
             for conn in list(self.connections):
                 if conn.last_seen < cutoff and conn.transport is not None and conn.queue.empty():
                     conn.transport.close()
 
-    async def handle(self, request: _Request) -> bytes:
+    async def flush_refusals(self) -> None:
+        """Store the counts of requests refused by the address limits (``ingest_refusal``,
+        per source and 10-minute bucket); kept for the next flush if the database is down."""
+        if not self._refusals:
+            return
+        counts, self._refusals = dict(self._refusals), Counter()
+        try:
+            await self.writer.submit(FixBatch.empty(), protocol="osmand", refusals=counts)
+        except IngestUnavailable:
+            self._refusals.update(counts)
+            raise
+
+    def _too_many(self, source: str, limiter: RateLimiter, key: str) -> bytes:
+        self._refusals[(source, "rate_limited")] += 1
+        wait = limiter.retry_after(key)
+        return _response(429, b"too many requests from your address; slow down", retry_after=wait)
+
+    def _refused(self, source: str) -> None:
+        """A refused request spends from its address's refusal budget."""
+        if self.refusal_limiter is not None:
+            self.refusal_limiter.allow(f"refused:{source}")
+
+    async def handle(self, request: _Request) -> bytes:  # noqa: PLR0911 - one answer per case
         if request.method not in (b"GET", b"POST"):
             return _response(405, b"use GET or POST")
-        raw = (request.url + (b" " + bytes(request.body) if request.body else b"")).decode(
-            "utf-8", "replace"
-        )
+        source = request.peer or "unknown"
+        addresses = self.address_limiter
+        if addresses is not None and not addresses.allow(f"address:{source}"):
+            return self._too_many(source, addresses, f"address:{source}")
+        # an address with too many refusals lately is refused at once, but for devices that
+        # were stored from it lately (one bad device behind a NAT must not lock out the rest)
+        refusals, refusal_key = self.refusal_limiter, f"refused:{source}"
+        blocked = refusals is not None and refusals.exhausted(refusal_key)
+        user, key = _credentials(request)
+        raw = _REDACT.sub(
+            rb"\1key=<key>", request.url + (b" " + bytes(request.body) if request.body else b"")
+        ).decode("utf-8", "replace")
         now_us = int(self.clock() * 1e6)
         try:
-            batch = self._parse(request, now_us)
+            batch = self._parse(request, now_us, user)
         except osmand.OsmAndError as exc:
+            if blocked and refusals is not None:
+                return self._too_many(source, refusals, refusal_key)
+            self._refused(source)
             error = FixError(row=1, reason=exc.reason, field=exc.field, raw=raw)
             return await self._quarantine_only(error)
+        device = str(batch.device[0]) if len(batch) else ""
+        if blocked and refusals is not None and device not in self._good:
+            return self._too_many(source, refusals, refusal_key)
         batch.raw[:] = raw
+        batch.key[:] = key
+        batch.source[:] = source
         if self.limiter is not None and len(batch):
-            key = f"osmand:{batch.device[0]}"
-            if not self.limiter.allow(key):
-                wait = self.limiter.retry_after(key)
+            device_key = f"osmand:{batch.device[0]}"
+            if not self.limiter.allow(device_key):
+                wait = self.limiter.retry_after(device_key)
                 return _response(429, b"too many requests; slow down", retry_after=wait)
         try:
             outcome = await self.writer.submit(batch, protocol="osmand")
@@ -325,16 +400,32 @@ class OsmAndServer:
             return _response(503, str(exc).encode())
         reasons = sorted({REASONS[c] for c in outcome})
         if "unknown_device" in reasons:
+            self._refused(source)
             return _response(400, b"id: unknown device", outcome="unknown_device")
+        if "unauthenticated" in reasons:
+            self._refused(source)
+            return _response(
+                401,
+                b"key: missing or wrong; send the device's OsmAnd key (key= or HTTP Basic)",
+                outcome="unauthenticated",
+            )
+        if "stored" in reasons or "duplicate" in reasons:
+            if len(self._good) >= GOOD_DEVICES_KEPT:
+                self._good.clear()
+            self._good.add(device)
         return _response(200, outcome=",".join(reasons))
 
-    def _parse(self, request: _Request, now_us: int) -> FixBatch:
+    def _parse(self, request: _Request, now_us: int, user: str | None = None) -> FixBatch:
+        """The request's fixes; ``user`` (HTTP Basic) is the device id when the fields name
+        none."""
         query = request.url.partition(b"?")[2]
         body = bytes(request.body)
         if request.method == b"POST" and body:
             if request.content_type.startswith(b"application/json"):
-                return osmand.parse_json(body, now_us=now_us)
+                return osmand.parse_json(body, now_us=now_us, device=user)
             query = query + b"&" + body if query else body  # form fields
+        if user is not None:  # an id in the fields wins (the last of a repeated field does)
+            query = b"id=" + _quote(user) + (b"&" + query if query else b"")
         return osmand.parse_query(query, now_us=now_us)
 
     async def _quarantine_only(self, error: FixError) -> bytes:
@@ -343,3 +434,54 @@ class OsmAndServer:
         except IngestUnavailable as exc:
             return _response(503, str(exc).encode())
         return _response(400, f"{error.field}: {error.reason}".encode(), outcome="unparsable")
+
+
+GOOD_DEVICES_KEPT = 100_000
+# ``key=…`` in a query or form body: the value is masked wherever the request is kept
+_REDACT = re.compile(rb"(^|[?&\s])key=[^&\s]*")
+
+
+def _quote(text: str) -> bytes:
+    return text.replace("%", "%25").replace("&", "%26").replace("+", "%2B").encode()
+
+
+def _credentials(request: _Request) -> tuple[str | None, str | None]:
+    """(Basic user name, key): the key from ``key=`` in the query or a form body (the last one
+    wins), else the HTTP Basic password."""
+    key = None
+    query = request.url.partition(b"?")[2]
+    if request.method == b"POST" and request.body and b"json" not in request.content_type:
+        query = query + b"&" + bytes(request.body)
+    for part in query.split(b"&"):
+        if part.startswith(b"key="):
+            key = unquote_plus(part[4:].decode("utf-8", "replace"))
+    user = None
+    scheme, _, token = request.authorization.strip().partition(b" ")
+    if scheme.lower() == b"basic" and token:
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        name, colon, password = decoded.partition(":")
+        if colon:
+            user = name or None
+            key = key if key is not None else password
+    return user, key or None
+
+
+def _source(transport: asyncio.BaseTransport | None) -> str:
+    """The peer's address as a limit and count key; an IPv6 address stands for its /64 (one
+    host commonly holds a whole /64)."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if not peer:
+        return "unknown"
+    host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host

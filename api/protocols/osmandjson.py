@@ -23,7 +23,7 @@ from api.protocols.osmandfix import (
     unix_us,
 )
 
-_ROOT_USED = frozenset({"device_id", "id", "location", "battery"})
+_ROOT_USED = frozenset({"device_id", "id", "location", "battery", "key"})  # key: never kept
 _JSON_USED = _ROOT_USED | {"timestamp", "coords"}
 _COORDS_USED = frozenset({"latitude", "longitude", "speed", "heading", "altitude", "accuracy"})
 

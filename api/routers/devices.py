@@ -20,8 +20,17 @@ router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 
 class DeviceCreated(BaseModel):
+    """A new device, its bearer token and its OsmAnd key (both shown once, stored hashed)."""
+
     device: dict[str, Any]
     token: str
+    osmand_key: str
+
+
+def _created(row: dict[str, Any], token: str) -> DeviceCreated:
+    device = dict(row)
+    key = device.pop("osmand_key")
+    return DeviceCreated(device=device, token=token, osmand_key=key)
 
 
 @router.get("", summary="Devices in your scope")
@@ -34,7 +43,7 @@ async def list_devices(
 @router.post("", status_code=201, response_model=DeviceCreated, summary="Register a device")
 async def create_device(body: devices.DeviceIn, principal: Admin, conn: Conn) -> DeviceCreated:
     row, token = await devices.create_device(conn, principal, body)
-    return DeviceCreated(device=row, token=token)
+    return _created(row, token)
 
 
 @router.post("/import", status_code=201, summary="Register devices from CSV (all or nothing)")
@@ -55,7 +64,7 @@ async def import_devices(
         ) from exc
     parsed = devices.parse_device_csv(text)
     created = await devices.import_devices(conn, principal, parsed)
-    return [DeviceCreated(device=row, token=token) for row, token in created]
+    return [_created(row, token) for row, token in created]
 
 
 @router.get("/state", response_class=GeoJSONResponse, summary="Latest position of each device")
@@ -79,6 +88,14 @@ async def update_device(
 @router.post("/{device_id}/token", summary="Issue a new device token (the old one stops)")
 async def rotate_token(device_id: int, principal: Admin, conn: Conn) -> dict[str, str]:
     return {"token": await devices.rotate_token(conn, principal, device_id)}
+
+
+@router.post(
+    "/{device_id}/osmand-key",
+    summary="Issue a new OsmAnd key (the old one stops; a legacy device must then send it)",
+)
+async def issue_osmand_key(device_id: int, principal: Admin, conn: Conn) -> dict[str, str]:
+    return {"osmand_key": await devices.issue_osmand_key(conn, principal, device_id)}
 
 
 @router.get("/{device_id}/track", response_class=GeoJSONResponse, summary="A device's track")

@@ -89,7 +89,8 @@ async def _store(
         duplicate=result.duplicate,
         rejected=result.rejected,
         errors=[
-            {"row": e.row, "field": e.field, "reason": e.reason} for e in errors[:MAX_ERRORS_SHOWN]
+            {"row": e.row, "field": e.field, "reason": e.reason}
+            for e in [*errors, *result.errors][:MAX_ERRORS_SHOWN]
         ],
         format=fmt,
         stopped_at=stopped_at,

@@ -1,5 +1,6 @@
 """OsmAnd / Traccar Client over a real socket: answered only after commit, idempotent,
-unknown devices and bad fields refused with 400 and kept in the quarantine."""
+unknown devices refused with 400 and counted per source address, bad fields refused with 400 and
+kept in the quarantine. Devices send their OsmAnd key (``key=``), as the platform issues one."""
 
 from __future__ import annotations
 
@@ -13,8 +14,22 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_ingest_store import LAT, LON, _device
+from api.auth import SYSTEM
+from api.devices import DeviceIn, create_device
+from tests.api.test_ingest_store import LAT, LON, VILLAGE
 from tests.conftest import run
+
+KEYS: dict[str, str] = {}  # identifier → OsmAnd key of the devices made here
+
+
+async def _keyed_device(url: str) -> str:
+    identifier = f"osm-{time.time_ns()}"
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        row, _ = await create_device(
+            conn, SYSTEM, DeviceIn(identifier=identifier, home_village=VILLAGE)
+        )
+    KEYS[identifier] = row["osmand_key"]
+    return identifier
 
 
 @pytest.fixture
@@ -27,10 +42,12 @@ def osmand(client: TestClient) -> http.client.HTTPConnection:
 
 @pytest.fixture
 def device(db_url: str, demo: str) -> str:  # the demo villages must exist
-    return run(_device(db_url))
+    return run(_keyed_device(db_url))
 
 
 def _get(conn: http.client.HTTPConnection, **params: Any) -> tuple[int, str, str | None]:
+    if params.get("id") in KEYS:
+        params["key"] = KEYS[params["id"]]
     conn.request("GET", "/?" + urlencode(params))
     response = conn.getresponse()
     return response.status, response.read().decode(), response.getheader("X-GridPatrol-Outcome")
@@ -74,8 +91,9 @@ def test_form_post_and_json_body(
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     now = int(time.time())
     form = urlencode({"id": device, "lat": LAT, "lon": LON + 0.001, "timestamp": now - 50})
+    path = "/?" + urlencode({"key": KEYS[device]})
     conn.request(
-        "POST", "/", body=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        "POST", path, body=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     response = conn.getresponse()
     assert (response.status, response.read()) == (200, b"")
@@ -88,7 +106,7 @@ def test_form_post_and_json_body(
         },
     }
     conn.request(
-        "POST", "/", body=json.dumps(payload), headers={"Content-Type": "application/json"}
+        "POST", path, body=json.dumps(payload), headers={"Content-Type": "application/json"}
     )
     response = conn.getresponse()
     assert response.status == 200, response.read()
@@ -98,19 +116,23 @@ def test_form_post_and_json_body(
     assert rows[1][2] == pytest.approx(5.0)  # JSON speed is already m/s
 
 
-def test_unknown_device_gets_400_and_is_quarantined(
+def test_unknown_device_gets_400_and_is_counted_per_address(
     osmand: http.client.HTTPConnection, db: psycopg.Connection[Any]
 ) -> None:
+    def counted() -> int:
+        row = db.execute(
+            "SELECT coalesce(sum(n), 0) FROM ingest_refusal WHERE protocol = 'osmand' "
+            "AND source = '127.0.0.1' AND reason = 'unknown_device'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    before = counted()
     status, body, _ = _get(osmand, id="stranger-42", lat=LAT, lon=LON, timestamp=int(time.time()))
     assert status == 400
     assert "unknown device" in body
-    row = db.execute(
-        "SELECT reason, raw FROM position_rejected WHERE identifier = 'stranger-42' "
-        "ORDER BY id DESC"
-    ).fetchone()
-    assert row is not None
-    assert row[0] == "unknown_device"
-    assert "stranger-42" in row[1]
+    assert counted() == before + 1  # one count per source, not one quarantine row per request
+    row = db.execute("SELECT count(*) FROM position_rejected WHERE identifier = 'stranger-42'")
+    assert row.fetchone() == (0,)
 
 
 def test_a_bad_field_is_named_and_quarantined(

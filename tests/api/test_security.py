@@ -145,16 +145,25 @@ def test_ingest_routes_are_rate_limited_per_device(
 
 
 def test_the_osmand_server_is_rate_limited_per_device(
-    client: TestClient, make_device: Any, monkeypatch: pytest.MonkeyPatch
+    client: TestClient,
+    make_device: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tokens: dict[str, str],
+    db: psycopg.Connection[Any],
 ) -> None:
     server: Any = client.app.state.osmand  # type: ignore[attr-defined]
     assert server.limiter is client.app.state.ingest_limiter  # type: ignore[attr-defined]
     monkeypatch.setattr(server, "limiter", RateLimiter(rate=0.01, burst=1))
     identifier, _ = make_device(VILLAGE)
+    row = db.execute("SELECT id FROM device WHERE identifier = %s", (identifier,)).fetchone()
+    assert row is not None
+    issued = client.post(f"/api/v1/devices/{row[0]}/osmand-key", headers=auth(tokens["admin"]))
+    key = issued.json()["osmand_key"]
     statuses, retry = [], None
     for k in range(2):
         ts = int(datetime.now(UTC).timestamp()) - 100 + k
-        url = f"http://127.0.0.1:{server.port}/?id={identifier}&lat=43.93&lon=116.08&timestamp={ts}"
+        fix = f"id={identifier}&key={key}&lat=43.93&lon=116.08&timestamp={ts}"
+        url = f"http://127.0.0.1:{server.port}/?{fix}"
         try:
             with urllib.request.urlopen(url, timeout=10) as answer:
                 statuses.append(answer.status)

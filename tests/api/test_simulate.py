@@ -22,25 +22,27 @@ from tests.api.test_ingest_store import _device
 from tests.conftest import run
 
 
-async def _fleet(url: str, vehicles: int, hours: float) -> tuple[sim.Fleet, Any]:
+async def _fleet(url: str, vehicles: int, hours: float) -> tuple[sim.Fleet, Any, dict[str, str]]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         fleet = await sim.load_fleet(conn, vehicles, area_prefix="152502")
         tracks = sim.fleet_tracks(
             fleet, hours=hours, interval_s=10, end_us=int((time.time() - 60) * 1e6), seed=4242
         )
-        await sim.register_fleet(conn, fleet, tracks.gcj02)
-    return fleet, tracks
+        keys = await sim.register_fleet(conn, fleet, tracks.gcj02)
+    return fleet, tracks, keys
 
 
 @pytest.mark.usefixtures("demo")
 def test_fifty_vehicles_for_an_hour_through_osmand(
     client: TestClient, db_url: str, db: psycopg.Connection[Any]
 ) -> None:
-    fleet, tracks = run(_fleet(db_url, 50, 1.0))
+    fleet, tracks, keys = run(_fleet(db_url, 50, 1.0))
     port = client.app.state.osmand.port  # type: ignore[attr-defined]
 
     async def send() -> sim.SendReport:
-        return await sim.send_osmand(tracks, fleet.identifiers, host="127.0.0.1", port=port)
+        return await sim.send_osmand(
+            tracks, fleet.identifiers, host="127.0.0.1", port=port, keys=keys
+        )
 
     report = run(send())
     assert report.sent == len(tracks) > 10_000
