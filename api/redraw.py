@@ -18,11 +18,12 @@ import shapely
 from psycopg import AsyncConnection
 from shapely.geometry.base import BaseGeometry
 
-from api import audit
+from api import audit, offload
 from api.auth import Principal
 from api.errors import Conflict, NotFound, Unprocessable
 from api.geo import fetch_frame, wkb_list
 from api.layouts import get_layout
+from api.settings import ApiSettings
 from gis.codes import parse_grid_code
 from gis.gridcells import grid_cells
 from gis.redraw import Edit, RedrawError
@@ -137,8 +138,11 @@ async def edit_village(
     *,
     action: str,
     detail: dict[str, Any],
+    cpu: ApiSettings | None = None,
 ) -> dict[str, Any]:
-    """Apply ``operation`` to a village of the draft; returns the new version and code changes."""
+    """Apply ``operation`` to a village of the draft; returns the new version and code changes.
+    The operation (shapely/GEOS, which releases the GIL) runs in a worker thread, at most
+    ``cpu.cpu_threads`` at once (``api.offload``), not on the event loop."""
     async with conn.transaction():
         layout = await lock_draft(conn, actor, layout_id, version)
         actor.scope.require_area(village, "this village")
@@ -147,7 +151,8 @@ async def edit_village(
             raise NotFound(f"no grids of village {village} in layout {layout_id}")
         boundary = await village_geom(conn, village)
         try:
-            edit = operation(grids, boundary, await used_sequences(conn, village))
+            used = await used_sequences(conn, village)
+            edit = await offload.in_thread(cpu or ApiSettings(), operation, grids, boundary, used)
         except RedrawError as exc:
             raise Unprocessable(
                 str(exc),

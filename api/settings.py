@@ -53,6 +53,19 @@ class ApiSettings(BaseSettings):
     state_dir: Path = Field(default=Path("var"), description="Admin token, logs, reports.")
     token_cache_seconds: float = Field(default=5.0, ge=0, description="Token lookup cache TTL.")
     public_tiles: bool = False
+    cpu_workers: int = Field(
+        default=2, ge=1, le=64, description="processes for GPX/XLSX parsing and siting"
+    )
+    cpu_threads: int = Field(default=4, ge=1, le=64, description="threads for geometry edits")
+    cpu_queue: int = Field(
+        default=16, ge=0, description="CPU jobs waiting for a worker before 503 (per kind)"
+    )
+    siting_max_candidates: int = Field(
+        default=2000, ge=1, description="alert-point siting: most candidate points (422 beyond)"
+    )
+    siting_max_pairs: int = Field(
+        default=10_000_000, ge=1, description="alert-point siting: most candidates × demand"
+    )
     max_body_mb: float = Field(
         default=1.0, gt=0, description="Largest JSON request body (uploads: INGEST_MAX_BODY_MB)."
     )

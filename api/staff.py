@@ -8,6 +8,7 @@ by location in whichever layout is asked about, so a redraw needs no re-assignme
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -17,13 +18,16 @@ import numpy as np
 import pandas as pd
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from shapely.geometry.base import BaseGeometry
 
-from api import audit, geo
+from api import audit, geo, offload
 from api.auth import Principal
 from api.errors import NotFound, Unprocessable, scrub_paths
 from api.geo import fetch_frame
 from api.scope import Scope
+from api.settings import ApiSettings
 from gis.crs import to_wgs84
+from gis.gridpieces import local_epsg, to_local
 from gis.siting import (
     SitingError,
     candidate_grid,
@@ -295,6 +299,80 @@ async def alert_points_geojson(
     return await geo.fetch_text(conn, query, {**scope.params(), "layout": layout_id, "v": village})
 
 
+class SitingTooLarge(SitingError):
+    """The siting problem exceeds a configured limit (the message names it)."""
+
+
+def _siting_problem(
+    area: BaseGeometry,
+    demand: gpd.GeoDataFrame | None,
+    spacing_m: float,
+    max_candidates: int,
+    max_pairs: int,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Candidates on the lattice and the demand (the village's fine cells when ``demand`` is
+    None), refused with ``SitingTooLarge`` beyond the limits — the lattice is counted from the
+    bounding box before it is built, so a tiny spacing on a big village costs nothing."""
+    spacing = f"{spacing_m:g} m"
+    setting = "GRIDPATROL_API_SITING_MAX_CANDIDATES"
+    epsg = local_epsg(area)
+    minx, miny, maxx, maxy = to_local(area, epsg)[0].bounds
+    columns, rows = math.ceil((maxx - minx) / spacing_m), math.ceil((maxy - miny) / spacing_m)
+    lattice = (columns + 2) * (rows + 2)
+    if lattice * 0.01 > max_candidates:  # even a thin village keeps > 1 % of its bounding box
+        raise SitingTooLarge(
+            f"too many candidate points: ≈ {lattice:,} in the village's bounding box at spacing_m "
+            f"{spacing} (limit {max_candidates:,}, {setting}); use a larger spacing_m"
+        )
+    candidates = candidate_grid(area, spacing_m)
+    if len(candidates) > max_candidates:
+        raise SitingTooLarge(
+            f"too many candidate points: {len(candidates):,} at spacing_m {spacing} "
+            f"(limit {max_candidates:,}, {setting}); use a larger spacing_m"
+        )
+    if demand is None:
+        from gis.gridcells import cells_in_boundary  # noqa: PLC0415
+
+        demand = demand_from_cells(cells_in_boundary(area))
+    if len(candidates) * len(demand) > max_pairs:
+        raise SitingTooLarge(
+            f"the siting problem is too large: {len(candidates):,} candidates × {len(demand):,} "
+            f"demand points (limit {max_pairs:,} pairs, GRIDPATROL_API_SITING_MAX_PAIRS); "
+            "use a larger spacing_m"
+        )
+    return candidates, demand
+
+
+def solve_siting(
+    area: BaseGeometry,
+    demand: gpd.GeoDataFrame | None,
+    current: gpd.GeoDataFrame,
+    *,
+    k: int,
+    radius_m: float,
+    method: str,
+    spacing_m: float,
+    max_candidates: int,
+    max_pairs: int,
+) -> dict[str, Any]:
+    """The CPU part of ``site`` (run in a worker process): build the problem within the limits,
+    solve it, compare with the current points."""
+    weight = "count" if demand is not None else None
+    candidates, demand = _siting_problem(area, demand, spacing_m, max_candidates, max_pairs)
+    result = site_alert_points(
+        demand, candidates, k=k, radius_m=radius_m, method=method, demand_weight=weight
+    )
+    before = coverage_of(current, demand, radius_m, demand_weight=weight) if len(current) else 0.0
+    return {
+        "demand": "households" if weight else "fine cells",
+        "current_points": len(current),
+        "coverage_before_pct": round(before, 2),
+        "coverage_after_pct": round(result.coverage_pct, 2),
+        "mean_distance_m": round(result.mean_distance_m, 1),
+        "chosen": [{"lon": round(p.x, 6), "lat": round(p.y, 6)} for p in result.chosen.geometry],
+    }
+
+
 async def site(
     conn: AsyncConnection[Any],
     scope: Scope,
@@ -304,9 +382,13 @@ async def site(
     radius_km: float,
     method: str = "mclp",
     spacing_m: float = 1000.0,
+    limits: ApiSettings | None = None,
 ) -> dict[str, Any]:
     """Where ``k`` alert points should go in a village: the optimal set versus today's points,
-    demand = households (or the village's fine cells when none are recorded)."""
+    demand = households (or the village's fine cells when none are recorded). The problem is
+    built and solved in a worker process (``api.offload``), within ``limits``
+    (``siting_max_candidates``, ``siting_max_pairs``: 422 naming the limit beyond)."""
+    limits = limits or ApiSettings()
     if not scope.covers_area(village) and not scope.sees_area(village):
         raise NotFound(f"no village {village}")
     area = await fetch_frame(
@@ -322,38 +404,27 @@ async def site(
         "SELECT count, ST_AsBinary(geom) AS wkb FROM household WHERE village_code = %(c)s",
         {"c": village},
     )
-    weight: str | None = "count"
-    if demand.empty:
-        from gis.gridcells import cells_in_boundary  # noqa: PLC0415
-
-        demand = demand_from_cells(cells_in_boundary(area.geometry.iloc[0]))
-        weight = None
     current = await fetch_frame(
         conn,
         "SELECT id, name, ST_AsBinary(geom) AS wkb FROM alert_point WHERE village_code = %(c)s",
         {"c": village},
     )
-    candidates = candidate_grid(area.geometry.iloc[0], spacing_m)
     try:
-        result = site_alert_points(
-            demand, candidates, k=k, radius_m=radius_km * 1000, method=method, demand_weight=weight
+        solved = await offload.in_process(
+            limits,
+            solve_siting,
+            area.geometry.iloc[0],
+            None if demand.empty else demand,
+            current,
+            k=k,
+            radius_m=radius_km * 1000,
+            method=method,
+            spacing_m=spacing_m,
+            max_candidates=limits.siting_max_candidates,
+            max_pairs=limits.siting_max_pairs,
         )
+    except SitingTooLarge as exc:
+        raise Unprocessable(str(exc), field="spacing_m") from exc
     except SitingError as exc:
         raise Unprocessable(str(exc), field="k") from exc
-    before = (
-        coverage_of(current, demand, radius_km * 1000, demand_weight=weight)
-        if len(current)
-        else 0.0
-    )
-    return {
-        "village": village,
-        "k": k,
-        "radius_km": radius_km,
-        "method": method,
-        "demand": "households" if weight else "fine cells",
-        "current_points": len(current),
-        "coverage_before_pct": round(before, 2),
-        "coverage_after_pct": round(result.coverage_pct, 2),
-        "mean_distance_m": round(result.mean_distance_m, 1),
-        "chosen": [{"lon": round(p.x, 6), "lat": round(p.y, 6)} for p in result.chosen.geometry],
-    }
+    return {"village": village, "k": k, "radius_km": radius_km, "method": method, **solved}

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from api import admin_areas, grids, layout_ops, layouts, staff
+from api import admin_areas, grids, layout_ops, layouts, offload, staff
 from api.auth import Planner, Viewer
 from api.deps import AppSettings, Conn, read_body
 from api.responses import GeoJSONResponse
@@ -128,7 +128,8 @@ async def import_staff(
     settings: AppSettings,
     filename: Annotated[str, Query(description="file name; its extension says the format")],
 ) -> dict[str, int]:
-    frame = staff.read_table(await read_body(request, settings.ingest.max_body_mb), filename)
+    body = await read_body(request, settings.ingest.max_body_mb)
+    frame = await offload.in_process(settings.api, staff.read_table, body, filename)
     return (await staff.import_staff(conn, principal, frame)).__dict__
 
 
@@ -164,7 +165,8 @@ async def import_alert_points(
         bool, Query(description="keep points outside every village")
     ] = False,
 ) -> dict[str, int]:
-    frame = staff.read_table(await read_body(request, settings.ingest.max_body_mb), filename)
+    body = await read_body(request, settings.ingest.max_body_mb)
+    frame = await offload.in_process(settings.api, staff.read_table, body, filename)
     result = await staff.import_alert_points(
         conn, principal, frame, crs=crs, keep_unassigned=keep_unassigned
     )
@@ -174,7 +176,11 @@ async def import_alert_points(
 @router.post(
     "/api/v1/alert-points/siting", summary="Where K alert points should go (MCLP/p-median)"
 )
-async def siting(body: SitingIn, principal: Viewer, conn: Conn) -> dict[str, Any]:
+async def siting(
+    body: SitingIn, principal: Planner, conn: Conn, settings: AppSettings
+) -> dict[str, Any]:
+    """A planner's tool (it solves an optimisation problem in a worker process, bounded by
+    ``GRIDPATROL_API_SITING_MAX_CANDIDATES`` and ``…_MAX_PAIRS``: 422 naming the limit)."""
     return await staff.site(
         conn,
         principal.scope,
@@ -183,4 +189,5 @@ async def siting(body: SitingIn, principal: Viewer, conn: Conn) -> dict[str, Any
         radius_km=body.radius_km,
         method=body.method,
         spacing_m=body.spacing_m,
+        limits=settings.api,
     )

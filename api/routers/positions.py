@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from psycopg import sql
 from pydantic import BaseModel
 
-from api import positions
+from api import offload, positions
 from api.auth import Admin, DeviceWriter, Principal
 from api.deps import AppSettings, Conn, read_body
 from api.errors import BadRequest, Forbidden, Unprocessable, UnsupportedMediaType
@@ -176,8 +176,10 @@ async def _file(
     device: str | None,
     protocol: str,
 ) -> IngestReport:
-    try:
-        parsed = trackfiles.parse_file(body, format=fmt, device=device)
+    try:  # in a worker process: expat/CSV/JSON parsing would hold the loop (and the GIL)
+        parsed = await offload.in_process(
+            request.app.state.settings.api, trackfiles.parse_file, body, format=fmt, device=device
+        )
     except trackfiles.TrackFileError as exc:
         raise Unprocessable(str(exc), field=getattr(exc, "field", "file")) from exc
     return await _store(

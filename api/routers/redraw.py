@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from shapely.geometry import LineString, shape
 from shapely.geometry.base import BaseGeometry
 
-from api import audit, layout_ops, redraw
+from api import audit, layout_ops, offload, redraw
 from api.auth import Planner, Viewer
 from api.deps import AppSettings, Conn, read_body
 from api.errors import NotFound, Unprocessable
@@ -82,7 +82,9 @@ async def clone(layout_id: int, body: CloneIn, principal: Planner, conn: Conn) -
 
 
 @router.post("/{layout_id}/edits/split", summary="Split a grid of a draft by a line")
-async def split(layout_id: int, body: SplitIn, principal: Planner, conn: Conn) -> dict[str, Any]:
+async def split(
+    layout_id: int, body: SplitIn, principal: Planner, conn: Conn, settings: AppSettings
+) -> dict[str, Any]:
     line = _line(body.line, "line")
     return await redraw.edit_village(
         conn,
@@ -92,12 +94,15 @@ async def split(layout_id: int, body: SplitIn, principal: Planner, conn: Conn) -
         redraw.village_of(body.code),
         lambda grids, _village, used: edits.split(grids, body.code, line, used=used),
         action="layout.split",
+        cpu=settings.api,
         detail={"code": body.code},
     )
 
 
 @router.post("/{layout_id}/edits/merge", summary="Merge adjacent grids of a draft")
-async def merge(layout_id: int, body: MergeIn, principal: Planner, conn: Conn) -> dict[str, Any]:
+async def merge(
+    layout_id: int, body: MergeIn, principal: Planner, conn: Conn, settings: AppSettings
+) -> dict[str, Any]:
     villages = {redraw.village_of(c) for c in body.codes}
     if len(villages) != 1:
         raise Unprocessable("merged grids must be in one village", field="codes")
@@ -109,13 +114,14 @@ async def merge(layout_id: int, body: MergeIn, principal: Planner, conn: Conn) -
         villages.pop(),
         lambda grids, _village, _used: edits.merge(grids, body.codes),
         action="layout.merge",
+        cpu=settings.api,
         detail={"codes": body.codes},
     )
 
 
 @router.post("/{layout_id}/edits/reshape", summary="Give a grid a new shape (neighbours adjust)")
 async def reshape(
-    layout_id: int, body: ReshapeIn, principal: Planner, conn: Conn
+    layout_id: int, body: ReshapeIn, principal: Planner, conn: Conn, settings: AppSettings
 ) -> dict[str, Any]:
     polygon = _geometry(body.geometry, "Polygon", "geometry")
     return await redraw.edit_village(
@@ -126,13 +132,14 @@ async def reshape(
         redraw.village_of(body.code),
         lambda grids, village, _used: edits.reshape(grids, body.code, polygon, village),
         action="layout.reshape",
+        cpu=settings.api,
         detail={"code": body.code},
     )
 
 
 @router.post("/{layout_id}/edits/move-boundary", summary="Move the boundary between two grids")
 async def move_boundary(
-    layout_id: int, body: MoveIn, principal: Planner, conn: Conn
+    layout_id: int, body: MoveIn, principal: Planner, conn: Conn, settings: AppSettings
 ) -> dict[str, Any]:
     line = _line(body.line, "line")
     village = redraw.village_of(body.a)
@@ -146,6 +153,7 @@ async def move_boundary(
         village,
         lambda grids, _village, _used: edits.move_boundary(grids, body.a, body.b, line),
         action="layout.move_boundary",
+        cpu=settings.api,
         detail={"a": body.a, "b": body.b},
     )
 
@@ -163,9 +171,8 @@ async def replace(
     filename: Annotated[str, Query()],
     crs: Annotated[str | None, Query(description="if the file declares none")] = None,
 ) -> dict[str, Any]:
-    frame = layout_ops.read_grid_file(
-        await read_body(request, settings.ingest.max_body_mb), filename, crs
-    )
+    data = await read_body(request, settings.ingest.max_body_mb)
+    frame = await offload.in_thread(settings.api, layout_ops.read_grid_file, data, filename, crs)
     return await layout_ops.replace_from_file(conn, principal, layout_id, version, frame)
 
 

@@ -244,7 +244,7 @@ def test_siting_beats_or_matches_the_current_points(
     response = client.post(
         "/api/v1/alert-points/siting",
         json={"village": VILLAGE, "k": 6, "radius_km": 3},
-        headers=auth(tokens["viewer"]),
+        headers=auth(tokens["planner"]),
     )
     assert response.status_code == 200, response.text
     body = response.json()
