@@ -428,6 +428,12 @@ TABLE: dict[tuple[str, str], Case] = {
         _get(lambda s, t: f"/api/v1/devices/{s.device[t]}/token"),
         in_users=(),  # would stop the token the device tests use
     ),
+    ("POST", "/api/v1/devices/{device_id}/osmand-key"): Write(
+        "admin",
+        "device",
+        _get(lambda s, t: f"/api/v1/devices/{s.device[t]}/osmand-key"),
+        in_users=(),  # would change the key of a device other tests post for
+    ),
     ("POST", "/api/v1/positions"): Covered("test_a_device_token_posts_and_reads_only_its_own"),
     ("POST", "/api/v1/positions/files"): Covered(
         "test_a_device_token_posts_and_reads_only_its_own"
