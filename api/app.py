@@ -27,7 +27,7 @@ from api.ingest.writer import GroupWriter
 from api.limits import BodyGuard
 from api.protocols.jt808.server import Jt808Server
 from api.protocols.osmand_server import OsmAndServer
-from api.ratelimit import RateLimiter, ingest_limiter
+from api.ratelimit import SignInLimiter, ingest_limiter
 from api.routers import (
     admin_areas,
     collections,
@@ -141,7 +141,10 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
         pool = _pool(url, settings)
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
-        app.state.tokens = TokenStore(pool, ttl=settings.api.token_cache_seconds)
+        app.state.tokens = tokens = TokenStore(
+            pool, ttl=settings.api.token_cache_seconds, listen_url=url
+        )
+        await tokens.start()  # LISTEN for token changes from every process
         ingestor = Ingestor(settings.ingest, osmand_require_key=settings.osmand.require_key)
         writer = GroupWriter(url, ingestor, max_batch=settings.ingest.writer_max_batch)
         app.state.ingestor, app.state.writer = ingestor, writer
@@ -174,6 +177,7 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
                 await osmand.stop()
             await periodic.stop()
             await writer.stop()
+            await tokens.stop()
             await pool.close()
 
     app = FastAPI(
@@ -183,9 +187,10 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.login_limiter = RateLimiter(rate=0.5, burst=10)
+    app.state.login_limiter = SignInLimiter()  # per name and per address
     app.state.ingest_limiter = ingest_limiter(settings)
     install_handlers(app)
+    pages.install_web_security(app)  # trusted proxies checked; a refused ?token= → 401 page
     # authenticate before any body is read; body limits per route (api/limits.py)
     app.add_middleware(BodyGuard, settings=settings)
     routers = (

@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from api import audit
-from api.auth import Principal, new_token, token_hash
+from api.auth import Principal, new_token, notify_token_change, token_hash
 from api.errors import Conflict, NotFound, Unprocessable
 from api.ingest.registry import key_hash, new_key
 from api.scope import Scope
@@ -194,6 +194,7 @@ async def update_device(
                 ),
                 {**changes, "id": device_id},
             )
+            await notify_token_change(conn)  # enabled / home village: cached principals change
             await audit.record(
                 conn,
                 actor,
@@ -213,6 +214,7 @@ async def rotate_token(conn: AsyncConnection[Any], actor: Principal, device_id: 
             "UPDATE device SET token_hash = %s, updated_at = now() WHERE id = %s",
             (token_hash(token), device_id),
         )
+        await notify_token_change(conn)  # the old token stops at once in every process
         await audit.record(conn, actor, "device.token", object_type="device", object_id=device_id)
     return token
 

@@ -53,6 +53,11 @@ class ApiSettings(BaseSettings):
     state_dir: Path = Field(default=Path("var"), description="Admin token, logs, reports.")
     token_cache_seconds: float = Field(default=5.0, ge=0, description="Token lookup cache TTL.")
     public_tiles: bool = False
+    trusted_proxies: str = Field(
+        default="",
+        description="reverse proxies (addresses or networks, comma-separated) whose "
+        "X-Forwarded-For/-Proto are believed; empty: none",
+    )
     cpu_workers: int = Field(
         default=2, ge=1, le=64, description="processes for GPX/XLSX parsing and siting"
     )

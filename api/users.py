@@ -7,9 +7,19 @@ from typing import Any
 
 from psycopg import AsyncConnection, errors
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from api import audit
-from api.auth import ROLES, SYSTEM, Principal, hash_password, new_token, token_hash, verify_password
+from api.auth import (
+    ROLES,
+    SYSTEM,
+    Principal,
+    check_password,
+    hash_password_async,
+    new_token,
+    notify_token_change,
+    token_hash,
+)
 from api.errors import Conflict, NotFound, Unauthorized, Unprocessable
 from api.scope import Scope
 
@@ -71,7 +81,7 @@ async def create_user(
     if not actor.scope.contains(parsed):
         raise Unprocessable("a user's scope must lie inside your own scope", field="scope")
     try:
-        pw_hash = hash_password(password) if password else None
+        pw_hash = await hash_password_async(password) if password else None
     except ValueError as exc:
         raise Unprocessable(str(exc), field="password") from exc
     token = new_token()
@@ -90,6 +100,7 @@ async def create_user(
                 "INSERT INTO api_token (user_id, token_hash, label) VALUES (%s, %s, %s)",
                 (user_id, token_hash(token), "created with user"),
             )
+            await notify_token_change(conn)
             await audit.record(
                 conn,
                 actor,
@@ -120,27 +131,34 @@ async def issue_token(
             "INSERT INTO api_token (user_id, token_hash, label) VALUES (%s, %s, %s)",
             (row[0], token_hash(token), label),
         )
+        await notify_token_change(conn)
         await audit.record(conn, actor, "token.issue", object_type="user", object_id=row[0])
     return token
 
 
-async def login(conn: AsyncConnection[Any], name: str, password: str) -> str:
-    """Exchange a name and password for a new token."""
-    row = await (
-        await conn.execute(
-            "SELECT id, password_hash, role, scope FROM users WHERE name = %s AND NOT disabled",
-            (name,),
-        )
-    ).fetchone()
-    if row is None or not verify_password(row[1], password):
+async def login(pool: AsyncConnectionPool, name: str, password: str) -> str:
+    """Exchange a name and password for a new token.
+
+    An unknown name, a disabled user and a user without a password cost one argon2
+    verification (against a dummy hash) like a known one, and get the same answer. No database
+    connection is held while the hash is checked (on a worker thread)."""
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT id, password_hash, role, scope FROM users WHERE name = %s AND NOT disabled",
+                (name,),
+            )
+        ).fetchone()
+    if not await check_password(row[1] if row is not None else None, password) or row is None:
         raise Unauthorized("wrong name or password")
     token = new_token()
-    async with conn.transaction():
+    async with pool.connection() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO api_token (user_id, token_hash, label, expires_at) "
             "VALUES (%s, %s, 'login', now() + interval '12 hours')",
             (row[0], token_hash(token)),
         )
+        await notify_token_change(conn)
         who = Principal(name=name, role=row[2], scope=Scope.parse(row[3] or []), user_id=row[0])
         await audit.record(conn, who, "token.login", object_type="user", object_id=row[0])
     return token
@@ -174,6 +192,7 @@ async def disable_user(conn: AsyncConnection[Any], actor: Principal, user_name: 
             "UPDATE api_token SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL",
             (user_id,),
         )
+        await notify_token_change(conn)  # every process drops its cache at commit
         await audit.record(
             conn,
             actor,
@@ -205,6 +224,7 @@ async def set_scope(
     async with conn.transaction():
         user_id = await _lock_user(conn, actor, user_name, enabled_only=False)
         await conn.execute("UPDATE users SET scope = %s WHERE id = %s", (parsed.codes, user_id))
+        await notify_token_change(conn)
         await audit.record(
             conn,
             actor,

@@ -48,7 +48,7 @@ GRID_OUTLINE = "{fill: false, color: '#3b6e8f', weight: 0.8, opacity: 0.7}"
 class DispatchPage(MapPage):
     """What the dispatcher page needs from the server."""
 
-    token: str | None
+    csrf: str | None
     layout_id: int | None
     refresh_s: float
     incidents_url: str = "/api/v1/incidents?status=open"
@@ -100,7 +100,9 @@ def dispatch_map(page: DispatchPage) -> str:
         {
             "map": fmap.get_name(),
             "gcj02": gcj02,
-            "token": page.token,
+            # no bearer token in the page: its calls use the HTTP-only cookie, writes with
+            # this CSRF token (useless without the cookie) in X-CSRF-Token
+            "csrf": page.csrf,
             "vehiclesUrl": "/collections/vehicles/items?limit=10000",
             "incidentsUrl": page.incidents_url,
         },
@@ -114,8 +116,7 @@ def dispatch_map(page: DispatchPage) -> str:
     add_html(
         fmap,
         folium.Element(
-            '<div id="gp-search" class="gp-box"><form id="gp-search-form" '
-            'onsubmit="GP.search(this.q.value); return false;">'
+            '<div id="gp-search" class="gp-box"><form id="gp-search-form">'
             '<input name="q" placeholder="网格编码或车牌 grid code or plate"> '
             '<button type="submit">搜索 Search</button></form>'
             '<div id="gp-search-result" class="gp-note"></div></div>'

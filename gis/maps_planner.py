@@ -48,7 +48,7 @@ STYLE = """<style>
 class PlannerPage(MapPage):
     """What the planner page needs: the draft (or none), and layouts to choose from."""
 
-    token: str | None
+    csrf: str | None
     layout: dict[str, Any] | None = None
     drafts: list[dict[str, Any]] = field(default_factory=list)
     actives: list[dict[str, Any]] = field(default_factory=list)
@@ -134,7 +134,7 @@ def planner_map(page: PlannerPage) -> str:
             "map": fmap.get_name(),
             "drawn": drawn.get_name(),
             "gcj02": gcj02,
-            "token": page.token,
+            "csrf": page.csrf,  # for X-CSRF-Token on writes; the token stays in the cookie
             "layout": None if layout is None else layout["id"],
             "version": None if layout is None else layout["version"],
             "status": None if layout is None else layout["status"],

@@ -24,6 +24,8 @@ cp realtime/dist/leaflet-realtime.js "$dest/"
 cp draw/dist/leaflet.draw.js draw/dist/leaflet.draw.css "$dest/draw/"
 cp -r draw/dist/images "$dest/draw/"
 cp timedimension/dist/leaflet.timedimension.min.js timedimension/dist/leaflet.timedimension.control.css "$dest/"
+# its @font-face loads Glyphicons from a CDN: pages load nothing from outside (CSP font-src 'self')
+sed -i '/@font-face {/,/^}/d' "$dest/leaflet.timedimension.control.css"
 cp iso8601/iso8601.js "$dest/"
 cp jqueryui/jquery-ui.min.js "$dest/"
 cp moment/min/moment.min.js "$dest/"

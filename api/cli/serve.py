@@ -46,6 +46,9 @@ async def _serve(settings: Settings, url: str) -> None:
         log_level="info",
         access_log=False,
         lifespan="on",
+        # X-Forwarded-* are read by the app, only from GRIDPATROL_API_TRUSTED_PROXIES
+        # (api/forwarded.py); uvicorn's own default would believe anyone on 127.0.0.1
+        proxy_headers=False,
         # header/body deadlines, request line/header caps, connection cap (api/limits.py)
         http=guarded_protocol(settings.api),
     )

@@ -1,6 +1,7 @@
 """Map pages for people: the dispatcher's live map, the colour grid map (网格彩图) and track
-replay. Each opens with the user's token like ``/map?token=…`` (moved to a cookie, then a
-redirect), is cut to the user's scope, and works offline but for the basemap tiles.
+replay. Each opens with the user's token like ``/map?token=…`` (checked, moved to a cookie, then
+a redirect; see ``api.routers.pages``), is cut to the user's scope, and works offline but for
+the basemap tiles. No page embeds the token; pages that write send a CSRF token with the cookie.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from psycopg import AsyncConnection, sql
 
-from api.auth import Dispatcher, Planner, Viewer, bearer_token
+from api.auth import Dispatcher, Planner, Viewer
 from api.coverage import metrics
 from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
 from api.errors import NotFound
 from api.layouts import active_layout, get_layout, list_layouts
 from api.positions import device_in_scope
-from api.routers.pages import token_redirect
+from api.routers.pages import html_page, token_redirect
 from api.scope import Scope
 from api.settings import Settings
 from gis import maps_coverage, maps_dispatch, maps_planner, maps_track
@@ -33,7 +34,6 @@ XILINGOL = (111.1, 41.5, 120.0, 46.8)
 Basemap = Annotated[
     str | None, Query(pattern="^(osm|tianditu|amap)$", description="default: the setting")
 ]
-PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
 def _basemap(requested: str | None, settings: Settings) -> str:
@@ -59,7 +59,8 @@ async def scope_bounds(
 
 
 def _page(html: str) -> HTMLResponse:
-    return HTMLResponse(html, headers=PAGE_HEADERS)
+    """A page with the pages' security headers (CSP with a nonce, no framing, no caching)."""
+    return html_page(html)
 
 
 @router.get("/maps/dispatch", response_class=HTMLResponse, summary="Dispatcher live map (派警)")
@@ -78,8 +79,9 @@ async def dispatch_page(
         tianditu_key=settings.map.tianditu_key,
         path=request.url.path,
         query=list(request.query_params.multi_items()),
-        # writes (assign) need the Authorization header: cookies are read for GET only
-        token=bearer_token(request),
+        # the page's script never sees the token (it stays in the HTTP-only cookie); writes
+        # (assign) send this CSRF token, without which the cookie does not count for them
+        csrf=request.state.csrf,
         layout_id=await active_layout(conn),
         refresh_s=settings.map.vehicle_refresh_s,
     )
@@ -232,8 +234,7 @@ async def planner_page(
         tianditu_key=settings.map.tianditu_key,
         path=request.url.path,
         query=list(request.query_params.multi_items()),
-        # edits need the Authorization header: cookies are read for GET only
-        token=bearer_token(request),
+        csrf=request.state.csrf,  # for edits with the cookie (see dispatch_page)
         layout=details,
         drafts=drafts,
         actives=actives,

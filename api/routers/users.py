@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 from api import users
 from api.auth import Admin, Viewer
 from api.deps import Conn
+from api.forwarded import client_address
+from api.ratelimit import SignInLimiter
 
 router = APIRouter(tags=["users"])
 
@@ -35,8 +37,8 @@ class ScopeIn(BaseModel):
 
 
 class LoginIn(BaseModel):
-    name: str
-    password: str
+    name: str = Field(max_length=256)
+    password: str = Field(max_length=1024)
 
 
 class TokenOut(BaseModel):
@@ -77,10 +79,12 @@ async def disable_user(name: str, principal: Admin, conn: Conn, request: Request
 
 
 @router.post("/api/v1/auth/token", response_model=TokenOut)
-async def login(body: LoginIn, conn: Conn, request: Request) -> TokenOut:
-    limiter = request.app.state.login_limiter
-    limiter.check(f"{request.client.host if request.client else '?'}:{body.name}")
-    return TokenOut(token=await users.login(conn, body.name, body.password))
+async def login(body: LoginIn, request: Request) -> TokenOut:
+    """Sign in. Limited per user name and per address (a forwarded address only from the
+    proxies in ``GRIDPATROL_API_TRUSTED_PROXIES``); the password is checked off the event loop."""
+    limiter: SignInLimiter = request.app.state.login_limiter
+    limiter.check(client_address(request), body.name)
+    return TokenOut(token=await users.login(request.app.state.pool, body.name, body.password))
 
 
 @router.get("/api/v1/me")

@@ -196,6 +196,24 @@ class PageRun:
         return path
 
 
+def _wait_without_eval(page: Page) -> None:
+    """Playwright's ``wait_for_function`` runs its predicate through ``eval`` inside the page,
+    which the pages' Content-Security-Policy (no 'unsafe-eval') rightly refuses. Poll with
+    ``page.evaluate`` instead (DevTools evaluation, which a page's CSP does not govern)."""
+
+    def wait_for_function(expression: str, *, timeout: float = 30_000) -> Any:
+        deadline = time.monotonic() + timeout / 1000
+        while True:
+            value = page.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not true within {timeout:g} ms: {expression}")
+            page.wait_for_timeout(100)
+
+    page.wait_for_function = wait_for_function  # type: ignore[method-assign,assignment]
+
+
 @dataclass
 class Chromium:
     browser: Browser
@@ -222,6 +240,7 @@ class Chromium:
                 run.errors.append(f"console: {message.text} ({origin})")
 
         context.route("**/*", route)
+        _wait_without_eval(run.page)
         run.page.on("pageerror", lambda exc: run.errors.append(f"pageerror: {exc}"))
         run.page.on("console", console)
         separator = "&" if "?" in path else "?"

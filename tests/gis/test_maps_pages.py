@@ -37,7 +37,7 @@ def _dispatch(basemap: str = "osm") -> str:
             tianditu_key=None,
             path="/maps/dispatch",
             query=[("basemap", basemap)],
-            token="gp_page-token",
+            csrf="csrf-of-the-session",
             layout_id=7,
             refresh_s=5,
         )
@@ -56,7 +56,8 @@ def test_dispatch_page_is_offline_safe_with_live_layers() -> None:
     assert "/tiles/alert_points/{z}/{x}/{y}.pbf" in html
     config = _config(html)
     assert config["gcj02"] is False
-    assert config["token"] == "gp_page-token"
+    assert config["csrf"] == "csrf-of-the-session"
+    assert "token" not in config  # the bearer token never reaches the page's script
     assert str(config["map"]).startswith("map_")
     for element in ('id="gp-panel"', 'id="gp-search"', 'id="gp-legend"', 'id="gp-basemaps"'):
         assert element in html

@@ -17,7 +17,7 @@ def _page(**kw: Any) -> PlannerPage:
         tianditu_key=None,
         path="/maps/planner",
         query=[("layout", "7")],
-        token="secret-token",
+        csrf="csrf-of-the-session",
         **kw,
     )
 
@@ -51,7 +51,8 @@ def test_a_draft_gets_leaflet_draw_from_the_vendor_folder_and_its_version() -> N
     assert not [u for u in urls if u.startswith(("http:", "https:", "//"))]
     config = _config(html)
     assert (config["layout"], config["version"], config["clonedFrom"]) == (7, 3, 5)
-    assert config["token"] == "secret-token"
+    assert config["csrf"] == "csrf-of-the-session"
+    assert "token" not in config
     assert not config["gcj02"]
     assert 'id="gp-split"' in html
     assert 'id="gp-split" disabled' not in html

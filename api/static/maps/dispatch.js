@@ -106,10 +106,25 @@
   function panel(html) {
     var el = document.getElementById('gp-panel');
     el.style.display = 'block';
-    el.innerHTML = '<a class="gp-close" href="#" onclick="GP.closePanel();return false;">×</a>' +
-      html;
+    el.innerHTML = '<a class="gp-close" href="#">×</a>' + html;
     return el;
   }
+
+  /* No inline handlers (the page's Content-Security-Policy forbids them): delegated here. */
+  document.addEventListener('click', function (e) {
+    var target = e.target;
+    if (target && target.classList && target.classList.contains('gp-close')) {
+      e.preventDefault();
+      GP.closePanel();
+    }
+  });
+  document.addEventListener('submit', function (e) {
+    var form = e.target;
+    if (form && form.id === 'gp-search-form') {
+      e.preventDefault();
+      GP.search(form.q.value);
+    }
+  });
 
   GP.closePanel = function () {
     document.getElementById('gp-panel').style.display = 'none';

@@ -109,14 +109,19 @@
             clamp(ne[0], -180, 180), clamp(ne[1], -90, 90)].join(',');
   };
 
-  /* fetch() against this server: JSON in and out, the page's token, errors with detail. */
+  /* fetch() against this server: JSON in and out, errors with detail. The page's HTTP-only
+   * cookie authenticates (the page never sees the token); writes also carry the page's CSRF
+   * token, without which the server does not accept the cookie for them. */
   GP.api = function (path, options) {
     var opts = options || {};
+    var method = (opts.method || 'GET').toUpperCase();
     var headers = {'Accept': 'application/json'};
-    if (GP.cfg().token) { headers.Authorization = 'Bearer ' + GP.cfg().token; }
+    if (method !== 'GET' && method !== 'HEAD' && GP.cfg().csrf) {
+      headers['X-CSRF-Token'] = GP.cfg().csrf;
+    }
     if (opts.body !== undefined) { headers['Content-Type'] = 'application/json'; }
     return fetch(path, {
-      method: opts.method || 'GET',
+      method: method,
       headers: headers,
       credentials: 'same-origin',
       body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined
