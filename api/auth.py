@@ -13,6 +13,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import threading
 import time
@@ -53,7 +54,19 @@ _hasher = PasswordHasher()
 # beyond that a sign-in is refused with 429 at once instead of queueing without bound.
 HASH_THREADS = 2
 MAX_PENDING_HASHES = 16
-_hash_pool = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="gp-argon2")
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at the lowest CPU priority (Linux: nice is per thread, and the
+    threads libargon2 starts inherit it), so the event loop's thread wins the cores whenever it
+    has work: a burst of sign-ins then delays other sign-ins, not every other request."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+_hash_pool = ThreadPoolExecutor(
+    max_workers=HASH_THREADS, thread_name_prefix="gp-argon2", initializer=_lower_priority
+)
 _hash_slots = threading.BoundedSemaphore(MAX_PENDING_HASHES)
 
 
