@@ -14,8 +14,8 @@ from api.auth import Admin, DeviceWriter, Principal
 from api.deps import AppSettings, Conn, read_body
 from api.errors import BadRequest, Forbidden, Unprocessable, UnsupportedMediaType
 from api.ingest.fixes import FixBatch, FixError
+from api.ingest.stats import scoped_ingest_stats
 from api.ingest.store import Ingestor
-from api.ingest_stats import scoped_ingest_stats
 from api.limits import connection_counts
 from api.protocols import trackfiles
 from api.protocols.batchjson import BatchFormatError, parse_batch_json
