@@ -10,7 +10,9 @@ browser starts: Playwright's sync API keeps an event loop running in the test's 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -78,6 +80,7 @@ def live_server(demo: str, workdir: Path) -> Iterator[str]:
             cwd=state,  # no .env from the working tree
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its CPU worker processes too are stopped with the group
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -90,6 +93,9 @@ def live_server(demo: str, workdir: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            # the forkserver and pool workers of api.offload outlive a server killed hard
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _wait_until_up(proc: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
