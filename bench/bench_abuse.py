@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -54,7 +53,7 @@ import psycopg
 
 from api.db.cluster import EmbeddedCluster, free_port
 from bench.common import percentiles_ms, rss_mb, write_result
-from bench.load import LOGS, wait_for_port
+from bench.load import LOGS, stop_server, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "a4ed3cc"
@@ -165,12 +164,7 @@ def _server(label: str, root: Path) -> Iterator[Server]:
         made = json.loads(setup.stdout.strip().splitlines()[-1])
         yield Server(label, root, cluster.url, api, osmand, proc.pid, made["device"], made["token"])
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
         log.close()
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)

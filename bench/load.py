@@ -59,13 +59,18 @@ def server_process(url: str, name: str, **env: str) -> Iterator[dict[str, int]]:
         wait_for_port(ports["api"])
         yield {**ports, "pid": proc.pid}  # the server process itself (for its RSS)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
         log.close()
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C a server started by a benchmark; killed when it has not stopped within 30 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 async def _device_loop(
