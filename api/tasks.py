@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -30,10 +29,19 @@ class Periodic:
     def start(self, name: str, interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
         self._tasks.append(asyncio.create_task(_loop(name, interval_s, job), name=name))
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Cancel every job and wait for them, at most ``timeout_s``: a job stuck where a
+        cancel cannot reach (a thread, a wedged connection) is logged and left behind rather
+        than holding the server's shutdown forever."""
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in pending:
+                log.error(
+                    "background task %s did not stop within %.0fs", task.get_name(), timeout_s
+                )
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("background task %s ended with %r", task.get_name(), task.exception())
         self._tasks.clear()

@@ -73,11 +73,19 @@ class GroupWriter:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
-    async def stop(self) -> None:
-        """Store what is queued, then stop."""
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Store what is queued (waiting at most ``timeout_s``: the submitters of what is left
+        get no acknowledgement, so their devices resend), then stop."""
         if self._task is None:
             return
-        await self._queue.join()
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+        except TimeoutError:
+            log.error(
+                "ingest writer: %d fixes still queued after %.0fs; stopping",
+                self._queued_fixes,
+                timeout_s,
+            )
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.cli import app as cli
-from api.settings import IngestSettings, OsmAndSettings, Settings
+from api.settings import Settings
 from tests.api.test_ingest_store import LAT, LON
 from tests.conftest import auth
 
@@ -124,12 +125,8 @@ def test_wrong_media_type_and_malformed_json(client: TestClient, tokens: dict[st
 
 
 def test_oversized_upload_gets_413(settings: Settings, tokens: dict[str, str]) -> None:
-    small = Settings(
-        db=settings.db,
-        api=settings.api,
-        ingest=IngestSettings(max_body_mb=0.001),
-        osmand=OsmAndSettings(enabled=False),
-    )
+    # the session's settings (free ports, no background coverage run) with a tiny body cap
+    small = replace(settings, ingest=settings.ingest.model_copy(update={"max_body_mb": 0.001}))
     with TestClient(create_app(small)) as client:
         big = [{"device": "x", "time": _iso(1), "lat": LAT, "lon": LON}] * 100
         response = client.post("/api/v1/positions", json=big, headers=auth(tokens["admin"]))
