@@ -12,9 +12,9 @@ from api.errors import NotFound, Unprocessable
 from api.geo import fetch_frame
 from api.scope import Scope
 from gis.codes import CodeError, parse_nbs
+from gis.units import METRES_PER_DEGREE
 
 LEVELS = ("league", "county", "township", "village")
-METRES_PER_DEGREE = 111_320.0
 
 _COLUMNS = sql.SQL(
     "code, level, parent_code, name_zh, name_en, households, synthetic, area_km2, source"

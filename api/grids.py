@@ -12,6 +12,7 @@ from api.auth import Principal
 from api.errors import Conflict, NotFound, Unprocessable
 from api.layouts import active_layout, area_prefix, get_layout
 from api.scope import Scope
+from gis.units import METRES_PER_DEGREE
 
 GRID_COLUMNS = sql.SQL(
     "g.id, g.code, g.village_code, g.name, g.area_m2, g.households, g.n_cells, g.worker_id, "
@@ -58,7 +59,7 @@ async def grids_geojson(
         "layout": layout_id,
         "village": area_prefix(village) if village else None,
         "bbox": list(bbox) if bbox else None,
-        "tol": simplify_m / 111_320.0,
+        "tol": simplify_m / METRES_PER_DEGREE,
     }
     return await geo.fetch_text(conn, geo.feature_collection(inner, order_by="code"), params)
 

@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from api import geo
 from api.errors import NotFound, Unprocessable
 from api.scope import Scope
+from gis.units import METRES_PER_DEGREE
 
 MAX_TRACK_DAYS = 31
 
@@ -60,7 +61,7 @@ async def track(
     check_window(start, end, max_days=MAX_TRACK_DAYS)
     await device_in_scope(conn, scope, device_id)
     params: dict[str, Any] = {
-        "id": device_id, "start": start, "end": end, "tol": simplify_m / 111_320.0
+        "id": device_id, "start": start, "end": end, "tol": simplify_m / METRES_PER_DEGREE
     }  # fmt: skip
     archived = None
     if archive_dir is not None:

@@ -28,6 +28,7 @@ from api import archive
 from api.coverage import backfill
 from api.settings import CoverageSettings
 from bench.common import throwaway_database, write_result
+from gis.units import METRES_PER_DEGREE
 
 COUNTIES = ["152501", "152502", "152522", "152523", "152524", "152525", "152526", "152527",
             "152528", "152529", "152530", "152531"]  # fmt: skip
@@ -50,9 +51,9 @@ def synthesize(root: Path, vehicles: int, hours: float, interval_s: float) -> in
         heading = np.cumsum(rng.normal(0, 0.35, (vehicles, steps)), axis=1)
         speed = np.where(rng.random((vehicles, steps)) < 0.15, 0.0, rng.uniform(5, 12))
         step_m = speed * interval_s
-        lat = home_lat[:, None] + np.cumsum(step_m * np.cos(heading), axis=1) / 111_320
+        lat = home_lat[:, None] + np.cumsum(step_m * np.cos(heading), axis=1) / METRES_PER_DEGREE
         lon = home_lon[:, None] + np.cumsum(step_m * np.sin(heading), axis=1) / (
-            111_320 * np.cos(np.radians(home_lat[:, None]))
+            METRES_PER_DEGREE * np.cos(np.radians(home_lat[:, None]))
         )
         t = start_us + (np.arange(steps) * interval_s * 1e6).astype(np.int64)
         keep = rng.random((vehicles, steps)) > 0.01

@@ -11,8 +11,8 @@ import numpy as np
 from bench.common import best_of, write_result
 from gis.cells import latlng_to_cells
 from gis.coverage import cell_visits
+from gis.units import METRES_PER_DEGREE_SPHERE as M_PER_DEG
 
-M_PER_DEG = 111_195.0
 T0_US = 1_795_449_600 * 1_000_000  # 2026-11-23 00:00 UTC (08:00 in China)
 
 

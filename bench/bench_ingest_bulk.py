@@ -19,6 +19,7 @@ from api.ingest.fixes import FixBatch
 from api.ingest.store import Ingestor
 from api.settings import IngestSettings
 from bench.common import throwaway_database, write_result
+from gis.units import METRES_PER_DEGREE
 
 VILLAGE = "152502100200"
 
@@ -34,8 +35,10 @@ def synthetic_fixes(devices: int, per_device: int, seed: int = 1) -> FixBatch:
     lat0 = 43.85 + rng.uniform(0, 0.3, devices)
     lon0 = 115.9 + rng.uniform(0, 0.4, devices)
     dist = np.outer(speed, step * 10.0)  # metres along a straight line
-    lat = lat0[:, None] + dist * np.cos(heading)[:, None] / 111_320
-    lon = lon0[:, None] + dist * np.sin(heading)[:, None] / (111_320 * np.cos(np.radians(44)))
+    lat = lat0[:, None] + dist * np.cos(heading)[:, None] / METRES_PER_DEGREE
+    lon = lon0[:, None] + dist * np.sin(heading)[:, None] / (
+        METRES_PER_DEGREE * np.cos(np.radians(44))
+    )
     return FixBatch.from_columns(
         device=np.repeat(
             np.array([f"bench-{i:05d}" for i in range(devices)], dtype=object), per_device

@@ -25,6 +25,7 @@ from api.ingest.fixes import FixBatch
 from api.ingest.store import Ingestor
 from api.settings import IngestSettings
 from api.simulate import fleet_tracks, load_fleet, register_fleet
+from gis.units import china_today
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -127,7 +128,7 @@ async def simulated_day(
     """The demo fleet's shift ending at 20:00 China time yesterday (so one local day), stored
     through batch ingest: returns (that day, the shift's end, fixes simulated)."""
     fleet = await load_fleet(conn, vehicles)
-    day = (datetime.now(UTC) + timedelta(hours=8)).date() - timedelta(days=1)
+    day = china_today() - timedelta(days=1)
     end = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)  # 20:00 China = 12:00 UTC
     tracks = fleet_tracks(
         fleet, hours=hours, interval_s=10, end_us=int(end.timestamp() * 1e6), seed=seed

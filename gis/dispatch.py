@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from gis.crs import haversine_m
+from gis.units import METRES_PER_DEGREE_SPHERE
 
 LEVELS = ("grid", "village", "township", "county")
 LEVEL_LABELS = ("网格预警", "村级吹哨", "苏木乡镇吹哨", "旗县部门报到")
@@ -208,7 +209,7 @@ def knn_lower_bound_m(knn_deg: float, lat: float) -> float:
     circle can reach. Used to check that a KNN short list holds the true nearest responders.
     """
     top = min(89.9, abs(lat) + knn_deg)
-    return float(knn_deg * 111_195.0 * np.cos(np.radians(top)))
+    return float(knn_deg * METRES_PER_DEGREE_SPHERE * np.cos(np.radians(top)))
 
 
 @dataclass(frozen=True)

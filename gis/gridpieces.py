@@ -24,6 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from gis.crs import utm_epsg
+from gis.units import EARTH_RADIUS_M as _EARTH_RADIUS_M
 
 Geom = Polygon | MultiPolygon
 ObjArray = NDArray[np.object_]
@@ -83,9 +84,6 @@ def xy_to_wgs84(x: NDArray[np.float64], y: NDArray[np.float64], epsg: int) -> ND
     """Project UTM metre arrays to an N×2 array of lon/lat degrees."""
     lon, lat = _transformer(epsg, inverse=True).transform(x, y)
     return np.column_stack([np.asarray(lon, float), np.asarray(lat, float)])
-
-
-_EARTH_RADIUS_M = 6_371_008.8
 
 
 def plane_origin(geom: BaseGeometry) -> tuple[float, float]:

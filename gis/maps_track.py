@@ -7,7 +7,7 @@ duration.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from html import escape
 from typing import Any
 
@@ -20,9 +20,9 @@ from gis.crs import haversine_m
 from gis.maps import add_html, render
 from gis.maps_common import MapPage, PageAssets, to_display, vector_tiles
 from gis.stops import Stops
+from gis.units import CHINA_OFFSET
 
 MAX_REPLAY_POINTS = 2000
-CHINA = timedelta(hours=8)
 TRACK_STYLE = "{color: '#7f7f7f', weight: 3, opacity: 0.7}"
 
 
@@ -41,7 +41,7 @@ class TrackPage(MapPage):
 
 
 def _china_clock(us: int) -> str:
-    return (datetime.fromtimestamp(us / 1e6, tz=UTC) + CHINA).strftime("%H:%M:%S")
+    return (datetime.fromtimestamp(us / 1e6, tz=UTC) + CHINA_OFFSET).strftime("%H:%M:%S")
 
 
 def _iso(us: int) -> str:

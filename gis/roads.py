@@ -25,6 +25,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial import Delaunay
 
 from gis.crs import haversine_m
+from gis.units import METRES_PER_DEGREE_SPHERE
 
 # km/h by OSM highway class; ways of other classes (footway, path, steps, …) are not routable
 HIGHWAY_SPEEDS_KMH: Mapping[str, float] = {
@@ -250,7 +251,8 @@ def node_ways(ways: Ways, *, max_edge_m: float = 1000.0) -> RoadGraph:
 def _metric(lon: NDArray[np.float64], lat: NDArray[np.float64]) -> NDArray[np.float64]:
     """Equirectangular metres around the points' mean latitude (for graph shapes only)."""
     scale = np.cos(np.radians(np.mean(lat)))
-    return np.column_stack([lon * 111_195.0 * scale, lat * 111_195.0])
+    m = METRES_PER_DEGREE_SPHERE
+    return np.column_stack([lon * m * scale, lat * m])
 
 
 def gabriel_edges(xy: NDArray[np.float64]) -> NDArray[np.int64]:

@@ -20,8 +20,7 @@ from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
 from gis.crs import wgs84_to_gcj02
-
-EARTH_M_PER_DEG = 111_320.0
+from gis.units import METRES_PER_DEGREE as EARTH_M_PER_DEG
 
 
 @dataclass(frozen=True)

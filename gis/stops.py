@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-EARTH_RADIUS_M = 6_371_008.8
+from gis.units import EARTH_RADIUS_M
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
-CHINA = timedelta(hours=8)
+from gis.units import china_day_bounds
+
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 GEOJSON = "application/geo+json"
 CONFORMANCE = [
@@ -37,9 +38,7 @@ def _instant(text: str, *, end: bool) -> datetime:
     """A point in time; a bare date is its China-local day (its end when ``end``)."""
     try:
         if len(text) == 10:
-            day = date.fromisoformat(text)
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC) - CHINA
-            return start + timedelta(days=1) if end else start
+            return china_day_bounds(date.fromisoformat(text))[1 if end else 0]
         value = datetime.fromisoformat(text)
     except ValueError as exc:
         raise OgcParamError(f"datetime {text!r} is not RFC 3339") from exc

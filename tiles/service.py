@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -24,22 +24,12 @@ from api.layouts import active_layout
 from api.scope import Scope
 from api.settings import Settings
 from api.staff import ALERT_KINDS
+from gis.units import china_day_bounds, china_today
 from tiles.layers import Layer
 from tiles.sql import tile_params, tile_query
 from tiles.tilemath import IDENTITY, Tile, gcj02_affine
 
-CHINA = timedelta(hours=8)
 MEMO_S = 30.0
-
-
-def china_today() -> date:
-    return (datetime.now(UTC) + CHINA).date()
-
-
-def china_day_bounds(day: date) -> tuple[datetime, datetime]:
-    """[start, end) of a China-local day as UTC datetimes."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC) - CHINA
-    return start, start + timedelta(days=1)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gis.crs import in_china, wgs84_to_gcj02
+from gis.units import METRES_PER_DEGREE
 
 MAX_ZOOM = 22
 EXTENT = 4096  # MVT units per tile side
@@ -148,7 +149,7 @@ def gcj02_affine(tile: Tile, *, samples: int = 5) -> Affine:
     ex, ey = wgs84_to_gcj02(check[:, 0], check[:, 1])
     ax, ay = fit.apply(check[:, 0], check[:, 1])
     coslat = np.cos(np.radians(check[:, 1]))
-    err_m = np.hypot((ax - ex) * coslat, ay - ey) * 111_320.0
+    err_m = np.hypot((ax - ex) * coslat, ay - ey) * METRES_PER_DEGREE
     return Affine(
         fit.a, fit.b, fit.d, fit.e, fit.xoff, fit.yoff, float(err_m.max() / tile.pixel_m())
     )

@@ -10,7 +10,7 @@ command as ``grids list``.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ from api.errors import Conflict, DomainError, Unprocessable
 from api.layouts import get_layout
 from api.progress import cli_progress
 from api.scope import Scope
+from gis.units import CHINA_TZ
 
 app = typer.Typer(no_args_is_help=True)
-CHINA = timezone(timedelta(hours=8))
 
 app.command("list", help="列出布局 List layouts (id, status, purpose, area, grids).")(list_layouts)
 
@@ -113,7 +113,7 @@ def _parse_time(text: str) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise fail(f"--at {text!r} is not an ISO time like 2027-01-01T00:00+08:00") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=CHINA)
+    return when if when.tzinfo is not None else when.replace(tzinfo=CHINA_TZ)
 
 
 @app.command(

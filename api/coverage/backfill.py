@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from api.ingest.store import REMARK
 from api.progress import NullProgress, Progress
 from api.settings import CoverageSettings
 from gis.coverage import cell_visits
+from gis.units import CHINA_OFFSET_SQL, china_day_bounds
 
 EPOCH = date(1970, 1, 1)
 
@@ -67,9 +68,8 @@ def utc_days(first: date, last: date) -> list[date]:
 def _bounds_us(first: date, last: date, settings: CoverageSettings) -> tuple[int, int]:
     """[start, end) in UTC µs of the local days, widened by ``max_gap_s`` either side."""
     margin = int(settings.max_gap_s * 1e6)
-    start = int(datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp()) - 8 * 3600
-    end = int(datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp()) + 16 * 3600
-    return start * 1_000_000 - margin, end * 1_000_000 + margin
+    start, end = china_day_bounds(first)[0], china_day_bounds(last)[1]
+    return int(start.timestamp()) * 1_000_000 - margin, int(end.timestamp()) * 1_000_000 + margin
 
 
 # ------------------------------------------------------------------------------------ db engine
@@ -95,16 +95,15 @@ async def backfill_db(
             raise ValueError(
                 f"position days {gone[0]} … {gone[-1]} are archived: use --engine dask"
             )
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC) - timedelta(hours=8)
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(hours=16)
+    start, end = china_day_bounds(first)[0], china_day_bounds(last)[1]
     await conn.execute(
         sql.SQL("""
         INSERT INTO coverage_dirty (device_id, day)
-        SELECT DISTINCT device_id, ((fix_time AT TIME ZONE 'UTC') + interval '8 hours')::date
+        SELECT DISTINCT device_id, ((fix_time AT TIME ZONE 'UTC') + {china})::date
           FROM position WHERE fix_time >= %(lo)s AND fix_time < %(hi)s
         UNION
         SELECT DISTINCT device_id, day FROM cell_visit WHERE day BETWEEN %(a)s AND %(b)s
-        """)
+        """).format(china=sql.SQL(CHINA_OFFSET_SQL))
         + REMARK,
         {"lo": start, "hi": end, "a": first, "b": last},
     )

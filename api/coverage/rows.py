@@ -17,8 +17,6 @@ from psycopg import AsyncConnection, sql
 
 from api.db.copyio import (
     HEADER,
-    PG_EPOCH_DAYS,
-    PG_EPOCH_US,
     TRAILER,
     fill_int8_array,
     int8_array_field,
@@ -28,6 +26,7 @@ from api.db.copyio import (
 )
 from api.ingest.fixes import from_time_us
 from gis.coverage import CellVisits
+from gis.units import PG_EPOCH_DAYS, PG_EPOCH_US
 from gis.visits import GridDays
 
 CELL_VISIT_COLUMNS = [

@@ -29,10 +29,10 @@ from api.coverage.rows import read_fixes, write_cell_visits, write_grid_days
 from api.db.copyio import read_grouped
 from api.progress import NullProgress, Progress
 from api.settings import CoverageSettings
-from gis.coverage import CellVisits, cell_visits, day_start_us
+from gis.coverage import CellVisits, cell_visits
+from gis.units import UNIX_EPOCH_DAY, day_start_us
 from gis.visits import GridDays, LayoutIndex, grid_days
 
-DAY_EPOCH = np.datetime64("1970-01-01", "D")
 PIPELINE = 2  # chunks in the engine at once (the machine this was sized on has 2 cores)
 # A mark no one holds, or held by a worker that has not finished within the stale limit (dead).
 CLAIMABLE = sql.SQL("(claimed_at IS NULL OR claimed_at < now() - make_interval(secs => %s))")
@@ -187,7 +187,7 @@ class CoverageUpdater:
             {
                 "done": done,
                 "devices": [c[0] for c in claimed],
-                "days": [str(DAY_EPOCH + c[1]) for c in claimed],
+                "days": [str(UNIX_EPOCH_DAY + c[1]) for c in claimed],
                 "stamp": claimed[0][2],
             },
         )
@@ -210,7 +210,7 @@ class CoverageUpdater:
         margin = int(self.settings.max_gap_s * 1e6)
         start = int(day_start_us(day)) - margin
         end = int(day_start_us(day + 1)) + margin
-        date = str(DAY_EPOCH + day)
+        date = str(UNIX_EPOCH_DAY + day)
         active = list(indexes)
         await conn.execute(
             "DELETE FROM cell_visit WHERE day = %s AND device_id = ANY(%s)", (date, devices)

@@ -19,8 +19,6 @@ from psycopg import AsyncConnection, sql
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = SIGNATURE + bytes(8)
 TRAILER = b"\xff\xff"
-PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix µs
-PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970-01-01
 PG_TYPES = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float4": ">f4", "float8": ">f8",
             "bool": "u1", "timestamptz": ">i8", "date": ">i4"}  # fmt: skip
 
@@ -41,7 +39,7 @@ async def read_rows(
     """Run ``COPY (query) TO STDOUT BINARY`` and view the rows as a structured array.
 
     Every column must be fixed-width and non-NULL, in the order of ``fields``; timestamps and
-    dates come back as raw PostgreSQL values (see ``PG_EPOCH_US``/``PG_EPOCH_DAYS``).
+    dates come back as raw PostgreSQL values (see ``gis.units.PG_EPOCH_US``/``PG_EPOCH_DAYS``).
     """
     raw, start = await _copy_out(conn, query)
     if not raw:

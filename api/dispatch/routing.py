@@ -18,6 +18,7 @@ from psycopg import AsyncConnection
 
 from api.settings import DispatchSettings
 from gis.dispatch import EtaModel
+from gis.units import METRES_PER_DEGREE_SPHERE as M_PER_DEG
 
 SNAP = """
 SELECT u.i, n.id, ST_Distance(n.geom::geography,
@@ -36,7 +37,6 @@ EDGES = (
     "WHERE dataset_id = {dataset:d} AND geom && ST_MakeEnvelope({x0!r}, {y0!r}, {x1!r}, {y1!r}, "
     "4326)"
 )
-M_PER_DEG = 111_195.0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 
 from api.settings import DispatchSettings
 from gis import dispatch as maths
+from gis.units import METRES_PER_DEGREE_SPHERE
 
 VEHICLE_COLUMNS = sql.SQL(
     "s.device_id, d.identifier, d.name, d.plate, d.home_village, d.enabled, s.status, s.lon, "
@@ -52,7 +53,7 @@ async def nearby_vehicles(
     n = k * settings.prefilter
     limit = n + settings.max_excluded
     reach = _reach_m(settings)
-    dy = reach / 111_195.0
+    dy = reach / METRES_PER_DEGREE_SPHERE
     dx = dy / max(np.cos(np.radians(min(abs(point[1]) + dy, 89.0))), 0.01)
     values = {**params, "lon": point[0], "lat": point[1], "max_age": settings.max_age_s}
     values.update(dx=dx, dy=dy)

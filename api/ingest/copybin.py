@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from gis.units import PG_EPOCH_US
+
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
-PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC in Unix microseconds
 COLUMNS = (
     "device_id",
     "fix_time",

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-EARTH_RADIUS_M = 6_371_008.8
+from gis.units import EARTH_RADIUS_M
+
 # outcome codes (int8) → names; 0 and 1 are successes
 STORED, DUPLICATE = 0, 1
 REASONS: tuple[str, ...] = (

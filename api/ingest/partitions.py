@@ -19,9 +19,10 @@ import numpy as np
 from numpy.typing import NDArray
 from psycopg import AsyncConnection, sql
 
+from gis.units import DAY_US as _DAY_US
+
 _LOCK = 0x67707061  # advisory lock key: one partition maker at a time
 FLOOR_DAY = date(2000, 1, 1)
-_DAY_US = 86_400_000_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
@@ -33,7 +34,7 @@ def days_of(time_us: NDArray[np.int64]) -> list[date]:
     """Distinct UTC days of the given times."""
     if len(time_us) == 0:
         return []
-    days = np.unique(time_us // 86_400_000_000)
+    days = np.unique(time_us // _DAY_US)
     epoch = date(1970, 1, 1)
     return [epoch + timedelta(days=int(d)) for d in days]
 

@@ -65,6 +65,7 @@ from api.ingest.fixes import (
 from api.ingest.registry import CRS_CODES, DeviceRegistry, Resolved, key_hash
 from api.settings import IngestSettings
 from gis.crs import to_wgs84
+from gis.units import CHINA_OFFSET_US, DAY_US, METRES_PER_DEGREE
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_position (LIKE position INCLUDING DEFAULTS)
@@ -231,7 +232,7 @@ class Ingestor:
         if row is None or row[0] is None:
             self.bbox = None
             return
-        margin_lat = self.settings.service_area_margin_km / 111.32
+        margin_lat = self.settings.service_area_margin_km * 1000.0 / METRES_PER_DEGREE
         mid = np.radians((row[1] + row[3]) / 2)
         margin_lon = margin_lat / max(np.cos(mid), 0.1)
         self.bbox = (
@@ -590,8 +591,6 @@ class Ingestor:
         )
 
 
-DAY_US = 86_400_000_000
-LOCAL_OFFSET_US = 8 * 3_600_000_000  # coverage days are China local days (UTC+8)
 # A fix this close to local midnight changes the segment into or out of the next/previous day
 # (the coverage engine bridges gaps up to GRIDPATROL_COVERAGE_MAX_GAP_S ≤ 1 h).
 MIDNIGHT_MARGIN_US = 3_600_000_000
@@ -612,7 +611,7 @@ async def mark_dirty(
     """Mark the (device, local day) pairs whose cell visits these new fixes change."""
     if len(device_id) == 0:
         return
-    local = time_us + LOCAL_OFFSET_US
+    local = time_us + CHINA_OFFSET_US  # coverage days are China local days (gis.units)
     day = local // DAY_US
     tod = local % DAY_US
     devices = np.r_[

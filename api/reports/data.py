@@ -28,8 +28,8 @@ from api.progress import NullProgress, Progress
 from api.reports import geometry, labels, response_times
 from api.reports.geometry import BlindSpots
 from api.scope import Scope
+from gis.units import CHINA_OFFSET
 
-CHINA = timedelta(hours=8)
 HISTOGRAM_EDGES = tuple(range(0, 101, 10))
 
 
@@ -143,7 +143,7 @@ async def gather(
         layout=layout,
         level=level,
         window=window,
-        generated_at=(datetime.now(UTC) + CHINA).replace(tzinfo=None, microsecond=0),
+        generated_at=(datetime.now(UTC) + CHINA_OFFSET).replace(tzinfo=None, microsecond=0),
         scope=await _scope_names(conn, scope),
         note=body["note"],
         vehicle_days=int(body["vehicle_days"]),
@@ -197,7 +197,7 @@ def _units(rows: list[dict[str, Any]]) -> pd.DataFrame:
     cells = frame["cells"].astype(float)
     frame["blind_pct"] = (100.0 * frame["blind_cells"] / cells.where(cells > 0)).fillna(0.0)
     last = pd.to_datetime(frame["last_patrol"], utc=True)
-    frame["last_patrol"] = (last + CHINA).dt.tz_localize(None)
+    frame["last_patrol"] = (last + CHINA_OFFSET).dt.tz_localize(None)
     return frame
 
 

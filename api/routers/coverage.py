@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -18,6 +18,7 @@ from api.errors import NotFound, Unprocessable
 from api.responses import GeoJSONResponse
 from api.scope import Scope
 from api.settings import Settings
+from gis.units import china_today
 
 router = APIRouter(tags=["coverage"])
 FromDate = Annotated[
@@ -26,12 +27,11 @@ FromDate = Annotated[
 ToDate = Annotated[
     date | None, Query(alias="to", description="last local day (default: today, China time)")
 ]
-CHINA = timedelta(hours=8)
 MAX_ALERT_S = 366 * 86_400  # alert thresholds beyond a year are typos (and overflow timestamps)
 
 
 def today() -> date:
-    return (datetime.now(UTC) + CHINA).date()
+    return china_today()
 
 
 def window(first: date | None, last: date | None, settings: Settings) -> metrics.Window:

@@ -26,7 +26,7 @@ from api.scope import Scope
 from api.settings import Settings
 from gis import maps_coverage, maps_dispatch, maps_planner, maps_track
 from gis.stops import detect_stops
-from tiles.service import china_day_bounds, china_today
+from gis.units import china_day_bounds, china_today
 
 router = APIRouter(tags=["pages"])
 

@@ -22,18 +22,19 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, ClassVar, Final, Self
 
 from api.protocols.jt808.errors import BodyError
 from api.protocols.jt808.header import Version
+from gis.units import CHINA_OFFSET
 
 _FIXED: Final = struct.Struct(">IIIIHHH6s")
 _H: Final = struct.Struct(">H")
 _HB: Final = struct.Struct(">HB")
 FIXED_SIZE: Final = _FIXED.size  # 28
-_GMT8: Final = timedelta(hours=8)
+_GMT8: Final = CHINA_OFFSET  # the wire's GMT+8 is China's time
 _NO_TIME: Final = bytes(6)
 SOUTH: Final = 1 << 2
 WEST: Final = 1 << 3
