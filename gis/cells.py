@@ -2,9 +2,10 @@
 
 Cells are ``int64`` H3 indexes (``BIGINT`` in PostgreSQL; every valid index is below 2**63),
 strings only at the edges. Coordinates are WGS-84 degrees; times ``int64`` microseconds since
-1970-01-01 UTC; days local calendar days in China (UTC+8) since 1970-01-01. Every function takes
-and returns numpy arrays and calls ``h3ronpy`` (Rust, arrow-based) once per array, never per
-point: ≈ 4 M points/s on one core here against ≈ 1.5 M/s for a loop over ``h3.latlng_to_cell``.
+1970-01-01 UTC; days local calendar days in China (UTC+8) since 1970-01-01 (see ``gis.units``).
+Every function takes and returns numpy arrays and calls ``h3ronpy`` (Rust, arrow-based) once
+per array, never per point: ≈ 4 M points/s on one core here against ≈ 1.5 M/s for a loop over
+``h3.latlng_to_cell``.
 """
 
 from __future__ import annotations
@@ -19,31 +20,24 @@ from h3ronpy.vector import cells_to_coordinates, coordinates_to_cells
 from numpy.typing import ArrayLike, NDArray
 
 from gis.crs import haversine_m
+from gis.units import (
+    EARTH_RADIUS_M,
+    METRES_PER_DEGREE_SPHERE,
+    US_PER_S,
+    day_start_us,
+    local_day,
+)
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
-US_PER_S = 1_000_000
-DAY_US = 86_400 * US_PER_S
-CHINA_OFFSET_US = 8 * 3_600 * US_PER_S  # China Standard Time, UTC+8, no daylight saving
-EARTH_RADIUS_M = 6_371_008.8  # mean radius, as gis.crs.haversine_m
-_M_PER_DEG = np.radians(1.0) * EARTH_RADIUS_M
+_M_PER_DEG = METRES_PER_DEGREE_SPHERE
 # H3 cells of one resolution vary in size over the globe; these bound the local circumradius
 # and the spacing of neighbouring centres against the resolution's average edge length.
 _CIRCUMRADIUS_FACTOR = 1.35
 _SPACING_FACTOR = 0.7
 _PAIRS_PER_CHUNK = 2_000_000
-
-
-def local_day(t_us: IntArray) -> NDArray[np.int32]:
-    """Local calendar day in China (UTC+8) of UTC microsecond times, days since 1970-01-01."""
-    return ((t_us + CHINA_OFFSET_US) // DAY_US).astype(np.int32)
-
-
-def day_start_us(day: ArrayLike) -> IntArray:
-    """UTC microsecond time of the local (UTC+8) midnight that starts ``day``."""
-    return np.asarray(day, dtype=np.int64) * DAY_US - CHINA_OFFSET_US
 
 
 def us(seconds: float) -> int:

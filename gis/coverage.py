@@ -39,16 +39,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from gis.cells import (
-    US_PER_S,
     Track,
     cells_near_segments,
-    day_start_us,
     edge_length_m,
     latlng_to_cells,
-    local_day,
     sorted_fixes,
     us,
 )
+from gis.units import US_PER_S, day_start_us, local_day
 from gis.visits import (
     GridVisits,
     firsts_lasts,

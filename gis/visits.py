@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from gis.cells import US_PER_S, us
+from gis.cells import us
+from gis.units import US_PER_S
 
 if TYPE_CHECKING:
     from gis.coverage import CellVisits
