@@ -21,22 +21,13 @@ from folium.elements import JSCSSMixin
 from folium.plugins import VectorGridProtobuf
 from folium.template import Template
 
+from gis import palette
 from gis.crs import wgs84_to_gcj02
 from gis.maps import BASEMAPS, add_html
 
 SCRIPT = "/static/maps/gridpatrol.js"
 STYLE = "/static/maps/gridpatrol.css"
 BASEMAP_LABELS = {"osm": "OpenStreetMap", "tianditu": "天地图", "amap": "高德 AMap"}
-
-# coverage classes: (lowest coverage % of the class, colour, 中文, English)
-COVERAGE_CLASSES: list[tuple[float, str, str, str]] = [
-    (0.0, "#67000d", "未巡逻", "not patrolled"),
-    (0.01, "#d7301f", "< 25 %", "< 25 %"),
-    (25.0, "#fc8d59", "25–50 %", "25–50 %"),
-    (50.0, "#fee08b", "50–75 %", "50–75 %"),
-    (75.0, "#91cf60", "75–90 %", "75–90 %"),
-    (90.0, "#1a9850", "≥ 90 %", "≥ 90 %"),
-]
 
 
 @dataclass(frozen=True)
@@ -212,13 +203,8 @@ def legend(element_id: str, title: str, rows: list[tuple[str, str]], *, note: st
 
 def coverage_legend(blind_days: int) -> str:
     """The colour grid map's legend, in Chinese and English."""
-    rows = [(c, f"{zh} {en}" if zh != en else zh) for _, c, zh, en in COVERAGE_CLASSES]
-    rows.append(
-        (
-            "repeating-linear-gradient(45deg,#b10026 0 3px,#fff 3px 6px)",
-            f"盲区 Blind spot (≥ {blind_days} 天/days unseen)",
-        )
-    )
+    rows = [(k.colour, k.label) for k in palette.COVERAGE_CLASSES]
+    rows.append((palette.BLIND_SWATCH_CSS, palette.blind_label(blind_days)))
     return legend("gp-legend", "网格覆盖率 Grid coverage", rows)
 
 

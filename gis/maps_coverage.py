@@ -15,9 +15,9 @@ from typing import Any
 
 import folium
 
+from gis import palette
 from gis.maps import add_html, render
 from gis.maps_common import (
-    COVERAGE_CLASSES,
     MapPage,
     PageAssets,
     PageScript,
@@ -120,7 +120,11 @@ def coverage_map(page: CoveragePage) -> str:
             "from": page.first.isoformat(),
             "to": page.last.isoformat(),
             "blindDays": page.blind_days,
-            "coverageClasses": [[low, colour] for low, colour, _, _ in COVERAGE_CLASSES],
+            "coverageClasses": [[k.lower, k.colour] for k in palette.COVERAGE_CLASSES],
+            "blindStyle": {
+                "colour": palette.BLIND_COLOUR,
+                "fillOpacity": palette.BLIND_FILL_OPACITY,
+            },
         },
     )
     PageAssets().add_to(fmap)

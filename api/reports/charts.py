@@ -15,6 +15,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure, FigureBase
 
 from api.reports import labels
+from gis import palette
 
 TOP_VEHICLES = 25  # rows of the daily-km heat map: the vehicles with the most km
 
@@ -33,7 +34,7 @@ def coverage_histogram(
     fig = into or Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
     colours = [
-        labels.COVERAGE_CLASSES[labels.coverage_class(0.0 if i == 0 else lo + 5)].colour
+        palette.COVERAGE_CLASSES[palette.coverage_class(0.0 if i == 0 else lo + 5)].colour
         for i, lo in enumerate(distribution["lower"])
     ]
     x = np.arange(len(distribution))

@@ -28,6 +28,7 @@ from api.progress import NullProgress, Progress
 from api.reports import geometry, labels, response_times
 from api.reports.geometry import BlindSpots
 from api.scope import Scope
+from gis import palette
 from gis.units import CHINA_OFFSET
 
 HISTOGRAM_EDGES = tuple(range(0, 101, 10))
@@ -56,6 +57,11 @@ class ReportData:
     distribution: pd.DataFrame
     response_times: pd.DataFrame = field(default_factory=pd.DataFrame)
     extra_notes: list[str] = field(default_factory=list)
+    # the ranking rule (zh, en) from the live settings, the vehicles not in service with their
+    # reasons, and the counts (in service, per verdict, not ranked per reason)
+    ranking_rule: dict[str, str] = field(default_factory=dict)
+    not_ranked: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ranking_counts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def units(self) -> pd.DataFrame:
@@ -133,7 +139,7 @@ async def gather(
     )
     task.advance()
     ranked = await vehicles.ranking(conn, updater, scope, window)
-    ranking = await _ranking_frame(conn, ranked)
+    ranking, not_ranked = await _ranking_frames(conn, ranked)
     task.advance()
     daily = await _daily_km(conn, scope, window)
     task.advance()
@@ -158,6 +164,9 @@ async def gather(
         daily_km=daily,
         distribution=distribution(levels[level]),
         response_times=times,
+        ranking_rule=dict(ranked["rule"]),
+        not_ranked=not_ranked,
+        ranking_counts=dict(ranked["counts"]),
     )
 
 
@@ -225,7 +234,7 @@ async def _with_names(
 def _map_frame(shapes: gpd.GeoDataFrame, units: pd.DataFrame) -> gpd.GeoDataFrame:
     keep = ["code", "name_zh", "coverage_pct", "patrol_km", "visits", "blind_cells", "cells"]
     merged = shapes.merge(units[keep], on="code", how="inner")
-    merged["klass"] = [labels.coverage_class(v) for v in merged["coverage_pct"]]
+    merged["klass"] = palette.coverage_classes(merged["coverage_pct"].to_numpy(dtype=float))
     return gpd.GeoDataFrame(merged, geometry="geometry", crs="EPSG:4326")
 
 
@@ -241,26 +250,26 @@ async def _layout(conn: AsyncConnection[Any], layout_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-async def _ranking_frame(conn: AsyncConnection[Any], ranked: dict[str, Any]) -> pd.DataFrame:
-    """Ranking rows with each weighted part of the score (parts add up to the score)."""
-    columns = [c.key for c in labels.RANKING_COLUMNS]
-    rows = ranked["vehicles"]
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(rows)
-    w = ranked["weights"]
-    km_max, hours_max = frame["km"].max(), frame["hours"].max()
-    frame["part_own_coverage"] = w["own_coverage"] * frame["own_coverage_pct"] / 100
-    frame["part_km"] = w["km"] * (frame["km"] / km_max if km_max > 0 else 0.0)
-    frame["part_hours"] = w["hours"] * (frame["hours"] / hours_max if hours_max > 0 else 0.0)
-    frame["part_inside_share"] = w["inside_share"] * frame["inside_share_pct"] / 100
-    villages = list(frame["home_village"].dropna().unique())
+async def _ranking_frames(
+    conn: AsyncConnection[Any], ranked: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The vehicles in service, ranked, with each weighted part of the score (the parts add up
+    to the score), and the vehicles not ranked with their reasons; both with village names."""
+    specs = (labels.RANKING_COLUMNS, labels.NOT_RANKED_COLUMNS)
+    frames = [
+        pd.DataFrame(ranked[key]) if ranked[key] else pd.DataFrame(columns=[c.key for c in spec])
+        for key, spec in zip(("vehicles", "not_ranked"), specs, strict=True)
+    ]
+    villages = sorted({v for f in frames for v in f["home_village"].dropna()})
     rows_db = await (
         await conn.execute("SELECT code, name_zh FROM admin_area WHERE code = ANY(%s)", (villages,))
     ).fetchall()
     names = dict(rows_db)
-    frame["village_name"] = [names.get(v) for v in frame["home_village"]]
-    return frame[columns]
+    out = []
+    for frame, spec in zip(frames, specs, strict=True):
+        frame["village_name"] = [names.get(v) for v in frame["home_village"]]
+        out.append(frame[[c.key for c in spec]])
+    return out[0], out[1]
 
 
 async def _daily_km(conn: AsyncConnection[Any], scope: Scope, window: Window) -> pd.DataFrame:

@@ -19,10 +19,11 @@ import pandas as pd
 from branca.element import MacroElement
 from jinja2 import Template
 
+from api.coverage import vehicles
 from api.reports import charts, labels, response_times
 from api.reports.data import ReportData
 from api.reports.fonts import cjk_style
-from gis import maps
+from gis import maps, palette
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 XILINGOL_CENTER = (44.2, 115.5)
@@ -51,6 +52,8 @@ table.gp td { border-bottom: 1px solid #eee; padding: 2px 6px; white-space: nowr
 table.gp td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.gp tr.award td:nth-child(2) { color: #1a9850; font-weight: bold; }
 table.gp tr.flagged td:nth-child(2) { color: #d73027; font-weight: bold; }
+table.gp tr.no_patrol td { color: #999999; }
+.gp-rule { max-width: 1100px; font-size: 13px; line-height: 1.5; }
 .gp-scroll { max-height: 520px; overflow: auto; border: 1px solid #ddd; }
 .gp-legend { background: rgba(255,255,255,.92); padding: 8px 10px; border-radius: 4px;
              font: 12px/1.5 sans-serif; box-shadow: 0 0 6px rgba(0,0,0,.3); }
@@ -103,12 +106,11 @@ def legend_html(data: ReportData) -> str:
     rows = [f"<b>{labels.LEGEND_TITLE}</b><br>"]
     rows += [
         f'<i style="background:{k.colour}"></i>{html.escape(k.label)}<br>'
-        for k in labels.COVERAGE_CLASSES
+        for k in palette.COVERAGE_CLASSES
     ]
     days = data.blind.days
     rows.append(
-        f'<i style="background:{labels.BLIND_COLOUR};opacity:.6"></i>'
-        f"{labels.BLIND_LABEL_ZH.format(days=days)} {labels.BLIND_LABEL_EN.format(days=days)}<br>"
+        f'<i style="background:{palette.BLIND_SWATCH_CSS}"></i>{palette.blind_label(days)}<br>'
     )
     if data.synthetic:
         rows.append(
@@ -152,9 +154,10 @@ def coverage_map(data: ReportData) -> folium.Map:
             blind,
             name=f"盲区 Blind spots ({data.blind.days} d)",
             style_function=lambda _f: {
-                "fillColor": labels.BLIND_COLOUR,
-                "fillOpacity": 0.35,
-                "weight": 0,
+                "fillColor": palette.BLIND_COLOUR,
+                "fillOpacity": palette.BLIND_FILL_OPACITY,
+                "color": palette.BLIND_COLOUR,
+                "weight": 0.5,
             },
         ).add_to(fmap)
     fmap.add_child(Legend(legend_html(data)))
@@ -166,7 +169,7 @@ def _unit_style(weight: float) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def style(feature: dict[str, Any]) -> dict[str, Any]:
         props = feature["properties"]
         return {
-            "fillColor": labels.COVERAGE_CLASSES[int(props["klass"])].colour,
+            "fillColor": palette.COVERAGE_CLASSES[int(props["klass"])].colour,
             "fillOpacity": 0.75,
             "color": "#333333",
             "weight": weight,
@@ -283,9 +286,11 @@ def _sections(data: ReportData, histogram: str, km: str) -> str:
     parts += [
         "<h2>车辆日里程 Daily km per vehicle</h2>",
         f'<img class="gp-chart" alt="daily km per vehicle" src="{km}">',
-        "<h2>车辆排名 Vehicle ranking</h2>",
-        f"<p>{_ranking_rule(data)}</p>",
+        '<h2 id="ranking">车辆排名 Vehicle ranking</h2>',
+        _ranking_rule(data),
         f'<div class="gp-scroll">{ranking}</div>',
+        '<h3 id="not-ranked">未排名车辆 Vehicles not ranked (not in service)</h3>',
+        f'<div class="gp-scroll">{table(data.not_ranked, labels.NOT_RANKED_COLUMNS)}</div>',
         "<h2>响应时间 Response times</h2>",
     ]
     times = data.response_times
@@ -301,10 +306,12 @@ def _sections(data: ReportData, histogram: str, km: str) -> str:
 
 
 def _ranking_rule(data: ReportData) -> str:
-    weights = " + ".join(f"{w:g}×{html.escape(k)}" for k, w in data.weights.items())
-    return html.escape(
-        f"得分 = 各分项之和 Score = sum of the parts: {weights} "
-        f"(km、时长按最佳车辆归一 km and hours scaled by the best vehicle). "
-        f"前 {data.award_share:.0%} 嘉奖 top {data.award_share:.0%} awarded; "
-        f"后 {data.flag_share:.0%} 待改进 bottom {data.flag_share:.0%} flagged."
+    """The rule (中文, English) from the live settings, and the counts behind it."""
+    rule = data.ranking_rule
+    counts = data.ranking_counts
+    summary = vehicles.summary(counts)
+    return (
+        f'<div class="gp-rule" id="ranking-rule"><p lang="zh">{html.escape(rule.get("zh", ""))}'
+        f'</p><p lang="en">{html.escape(rule.get("en", ""))}</p>'
+        f"<p><b>{html.escape(summary)}</b></p></div>"
     )

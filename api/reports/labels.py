@@ -18,8 +18,13 @@ LEVELS = ("grid", "village", "township", "county")
 LEVEL_ZH = {"grid": "网格", "village": "嘎查村", "township": "苏木乡镇", "county": "旗县"}
 LEVEL_EN = {"grid": "Grids", "village": "Villages", "township": "Townships", "county": "Counties"}
 
-VERDICT_ZH = {"award": "嘉奖", "keep": "保留", "flagged": "待改进"}
-VERDICT_COLOUR = {"award": "#1a9850", "keep": "#666666", "flagged": "#d73027"}
+VERDICT_ZH = {"award": "嘉奖", "keep": "保留", "flagged": "待改进", "no_patrol": "无巡逻"}
+VERDICT_COLOUR = {
+    "award": "#1a9850",
+    "keep": "#666666",
+    "flagged": "#d73027",
+    "no_patrol": "#999999",
+}
 
 
 def level_label(level: str) -> str:
@@ -89,13 +94,27 @@ RANKING_COLUMNS = (
     Column("km", "里程km", "km", "float1"),
     Column("hours", "巡逻时长h", "Hours", "float1"),
     Column("days_active", "出勤天数", "Days active", "int"),
+    Column("own_visits", "责任网格巡查次数", "Visits to own grids", "int"),
     Column("own_coverage_pct", "责任区覆盖率%", "Own-area coverage %", "pct"),
     Column("inside_share_pct", "区内时间占比%", "Time inside own area %", "pct"),
     Column("part_own_coverage", "分项·覆盖", "Part: own coverage", "float3"),
     Column("part_km", "分项·里程", "Part: km", "float3"),
     Column("part_hours", "分项·时长", "Part: hours", "float3"),
+    Column("part_visits", "分项·巡查", "Part: visits", "float3"),
     Column("part_inside_share", "分项·区内", "Part: inside share", "float3"),
     Column("score", "得分", "Score", "float3"),
+)
+
+# vehicles not in service in the window: not ranked, each with its reasons
+NOT_RANKED_COLUMNS = (
+    Column("identifier", "终端", "Device", width=24),
+    Column("plate", "车牌", "Plate", width=12),
+    Column("home_village", "所属村", "Home village", width=14),
+    Column("village_name", "村名", "Village name", width=16),
+    Column("enabled", "启用", "Enabled", "bool"),
+    Column("days_active", "有定位天数", "Days with fixes", "int"),
+    Column("km", "里程km", "km", "float1"),
+    Column("reason_text", "未排名原因", "Why not ranked", width=40),
 )
 
 DISTRIBUTION_COLUMNS = (
@@ -105,42 +124,9 @@ DISTRIBUTION_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class CoverageClass:
-    lower: float  # inclusive, %
-    upper: float  # exclusive (the last one inclusive), %
-    colour: str
-    zh: str
-    en: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.zh} {self.en}"
-
-
-COVERAGE_CLASSES = (
-    CoverageClass(0.0, 1e-9, "#a50026", "未巡", "none (0 %)"),
-    CoverageClass(1e-9, 20.0, "#f46d43", "<20%", "under 20 %"),
-    CoverageClass(20.0, 40.0, "#fdae61", "20–40%", "20–40 %"),
-    CoverageClass(40.0, 60.0, "#fee08b", "40–60%", "40–60 %"),
-    CoverageClass(60.0, 80.0, "#a6d96a", "60–80%", "60–80 %"),
-    CoverageClass(80.0, 100.0 + 1e-9, "#1a9850", "≥80%", "80 % and more"),
-)
-BLIND_COLOUR = "#2d004b"
 LEGEND_TITLE = "覆盖率 Coverage"
-BLIND_LABEL_ZH = "盲区（近{days}天未巡）"
-BLIND_LABEL_EN = "Blind spots (unseen in the last {days} d)"
 SYNTHETIC_ZH = "虚线边界为合成演示数据"
 SYNTHETIC_EN = "dashed outlines are synthetic demo boundaries"
-
-
-def coverage_class(pct: float | None) -> int:
-    """Index into ``COVERAGE_CLASSES`` of a coverage percentage (missing counts as 0 %)."""
-    value = 0.0 if pct is None or np.isnan(pct) else float(pct)
-    for i, klass in enumerate(COVERAGE_CLASSES):
-        if klass.lower <= value < klass.upper:
-            return i
-    return len(COVERAGE_CLASSES) - 1
 
 
 _TEXT = {
@@ -151,7 +137,7 @@ _TEXT = {
     "datetime": lambda v: v.strftime("%Y-%m-%d %H:%M"),
     "date": lambda v: v.isoformat(),
     "bool": lambda v: "是 yes" if v else "否 no",
-    "verdict": lambda v: f"{VERDICT_ZH.get(str(v), '')} {v}",
+    "verdict": lambda v: f"{VERDICT_ZH.get(str(v), '')} {str(v).replace('_', ' ')}",
 }
 
 

@@ -19,9 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Patch, Rectangle
 
+from api.coverage import vehicles
 from api.reports import charts, labels, response_times
 from api.reports.data import ReportData
 from api.reports.fonts import cjk_style
+from gis import palette
 
 A4_INCHES = (210 / 25.4, 297 / 25.4)
 ROWS_PER_PAGE = 50
@@ -47,14 +49,23 @@ PDF_RANKING_COLUMNS = (
     ("identifier", 2.0),
     ("km", 0.8),
     ("hours", 0.7),
+    ("own_visits", 0.7),
     ("own_coverage_pct", 0.9),
-    ("inside_share_pct", 0.9),
     ("part_own_coverage", 0.75),
     ("part_km", 0.75),
     ("part_hours", 0.75),
-    ("part_inside_share", 0.75),
+    ("part_visits", 0.75),
     ("score", 0.7),
 )
+PDF_NOT_RANKED_COLUMNS = (
+    ("identifier", 2.2),
+    ("plate", 1.0),
+    ("village_name", 1.4),
+    ("days_active", 0.8),
+    ("km", 0.7),
+    ("reason_text", 3.4),
+)
+PDF_NOT_RANKED_ROWS = 200  # four pages; the HTML and XLSX list them all
 
 PDF_RESPONSE_COLUMNS = (
     ("code", 1.5),
@@ -100,10 +111,14 @@ def render_pdf(data: ReportData) -> bytes:
         for level, frame in data.levels.items():
             title = f"各{labels.LEVEL_ZH[level]}覆盖 Coverage per {level}"
             _table_pages(pages, title, frame, _columns(labels.UNIT_COLUMNS, PDF_UNIT_COLUMNS))
-        rule = " + ".join(f"{w:g}×{k}" for k, w in data.weights.items())
-        rule = (
-            f"得分 Score = {rule} · 前 top {data.award_share:.0%} 嘉奖 award · "
-            f"后 bottom {data.flag_share:.0%} 待改进 flagged"
+        rule = "\n".join(
+            line
+            for text in (
+                data.ranking_rule.get("zh", ""),
+                data.ranking_rule.get("en", ""),
+                vehicles.summary(data.ranking_counts),
+            )
+            for line in wrap(text, RIGHT - LEFT)
         )
         _table_pages(
             pages,
@@ -111,6 +126,13 @@ def render_pdf(data: ReportData) -> bytes:
             data.ranking,
             _columns(labels.RANKING_COLUMNS, PDF_RANKING_COLUMNS),
             subtitle=rule,
+        )
+        _table_pages(
+            pages,
+            "未排名车辆 Vehicles not ranked (not in service)",
+            data.not_ranked,
+            _columns(labels.NOT_RANKED_COLUMNS, PDF_NOT_RANKED_COLUMNS),
+            max_rows=PDF_NOT_RANKED_ROWS,
         )
         times = data.response_times
         by_key = {c.key: c for c in response_times.columns(times)}
@@ -157,7 +179,7 @@ def _map_page(pages: Pages, data: ReportData) -> None:
     units = data.units_map
     if len(units):
         width = 0.1 if data.level == "grid" else 0.3
-        colours = [labels.COVERAGE_CLASSES[k].colour for k in units["klass"]]
+        colours = [palette.COVERAGE_CLASSES[k].colour for k in units["klass"]]
         units.plot(ax=ax, color=colours, edgecolor="#333333", linewidth=width)
         synthetic = units[units["synthetic"]]
         if len(synthetic):
@@ -168,24 +190,23 @@ def _map_page(pages: Pages, data: ReportData) -> None:
             blind.plot(
                 ax=ax,
                 facecolor="none",
-                edgecolor=labels.BLIND_COLOUR,
-                hatch="//////",
+                edgecolor=palette.BLIND_COLOUR,
+                hatch=palette.BLIND_HATCH,
                 linewidth=0,
             )
     else:
         ax.text(0.5, 0.5, "范围内无单位 No units in scope", ha="center", transform=ax.transAxes)
     handles = [
         Patch(facecolor=k.colour, edgecolor="#333333", label=k.label)
-        for k in labels.COVERAGE_CLASSES
+        for k in palette.COVERAGE_CLASSES
     ]
     days = data.blind.days
     handles.append(
         Patch(
             facecolor="white",
-            edgecolor=labels.BLIND_COLOUR,
-            hatch="//////",
-            label=f"{labels.BLIND_LABEL_ZH.format(days=days)} "
-            f"{labels.BLIND_LABEL_EN.format(days=days)}",
+            edgecolor=palette.BLIND_COLOUR,
+            hatch=palette.BLIND_HATCH,
+            label=palette.blind_label(days),
         )
     )
     if data.synthetic:
@@ -226,10 +247,12 @@ def _table_pages(
     columns: Sequence[tuple[labels.Column, float]],
     *,
     subtitle: str | None = None,
+    max_rows: int = MAX_TABLE_ROWS,
 ) -> None:
-    """A table over as many pages as it needs (at most ``MAX_TABLE_ROWS`` rows)."""
+    """A table over as many pages as it needs (at most ``max_rows`` rows); the subtitle's
+    lines on every page above the header."""
     total = len(frame)
-    shown = frame.head(MAX_TABLE_ROWS)
+    shown = frame.head(max_rows)
     scale = (RIGHT - LEFT) / sum(w for _, w in columns)
     edges = [LEFT]
     for _, w in columns:
@@ -241,15 +264,17 @@ def _table_pages(
         span = f"{start + 1}–{start + len(chunk)} / {total:,}" if total else "0"
         fig.text(LEFT, 0.965, f"{title}  ({span})", fontsize=11)
         y = 0.945
+        for line in (subtitle or "").splitlines():
+            fig.text(LEFT, y, line, fontsize=6.5, color="#444444")
+            y -= 0.011
         if subtitle:
-            fig.text(LEFT, y, subtitle, fontsize=6.5, color="#444444")
-            y -= 0.015
-        if total > MAX_TABLE_ROWS and start == 0:
+            y -= 0.004
+        if total > max_rows and start == 0:
             fig.text(
                 LEFT,
                 y,
-                f"仅列前 {MAX_TABLE_ROWS:,} 行，完整数据见 XLSX/CSV · first "
-                f"{MAX_TABLE_ROWS:,} rows; the XLSX and CSV hold all {total:,}",
+                f"仅列前 {max_rows:,} 行，完整数据见 XLSX/CSV · first "
+                f"{max_rows:,} rows; the XLSX and CSV hold all {total:,}",
                 fontsize=7,
                 color="#9c5700",
             )
@@ -281,6 +306,28 @@ def _table_pages(
                 )
                 fig.text(x, row_y, text, fontsize=6.3, ha=ha, color=colour)
         pages.save(fig)
+
+
+def wrap(text: str, width: float) -> list[str]:
+    """Lines of text that fit a width (share of the page) at 6.5 pt, CJK counted double;
+    breaks at spaces where it can, anywhere in CJK runs."""
+    room = int(width * 145)
+    lines: list[str] = []
+    line, used, cut = "", 0, -1  # cut: index in line after the last space
+    for ch in text:
+        line += ch
+        used += 2 if ord(ch) > 0x2E80 else 1
+        if ch == " ":
+            cut = len(line)
+        if used > room:
+            at = cut if cut > 0 else len(line) - 1
+            lines.append(line[:at].rstrip())
+            line = line[at:]
+            used = sum(2 if ord(c) > 0x2E80 else 1 for c in line)
+            cut = -1
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
 
 
 def _fit(text: str, width: float) -> str:

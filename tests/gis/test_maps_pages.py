@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from gis.crs import wgs84_to_gcj02
-from gis.maps_common import COVERAGE_CLASSES, basemap_switcher, page_map, to_display
+from gis.maps_common import basemap_switcher, page_map, to_display
 from gis.maps_coverage import CoveragePage, coverage_map
 from gis.maps_dispatch import DispatchPage, dispatch_map
 from gis.maps_track import TrackPage, replay_geojson, track_map
+from gis.palette import COVERAGE_CLASSES
 from gis.stops import detect_stops
 
 EXTERNAL_ASSET = re.compile(r'<(?:script|link)\b[^>]*(?:src|href)="(?:https?:)?//', re.IGNORECASE)
@@ -106,12 +107,12 @@ def test_colour_grid_map(basemap: str) -> None:
     assert not EXTERNAL_ASSET.search(html)
     crs = "&crs=gcj02" if basemap == "amap" else ""
     assert f"/tiles/grids/{{z}}/{{x}}/{{y}}.pbf?layout=3&from=2026-11-17&to=2026-11-23{crs}" in html
-    for _, colour, zh, en in COVERAGE_CLASSES:
-        assert colour in html
-        assert zh in html
-        assert en in html
+    for klass in COVERAGE_CLASSES:
+        assert klass.colour in html
+        assert klass.zh in html
+        assert klass.en in html
     assert "网格覆盖率 Grid coverage" in html
-    assert "盲区 Blind spot" in html
+    assert "盲区（近7天未巡） Blind spots (unseen in the last 7 d)" in html
     assert "40.0 %" in html  # the scope's total coverage
     config = _config(html)
     assert config["layout"] == 3

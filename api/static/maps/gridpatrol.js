@@ -143,7 +143,7 @@
   /* ---- colour grid map ------------------------------------------------------------------ */
   GP.coverageColour = function (pct) {
     var classes = GP.cfg().coverageClasses || [];
-    var colour = classes.length ? classes[0][1] : '#67000d';
+    var colour = classes.length ? classes[0][1] : '#a50026';
     classes.forEach(function (c) { if (pct >= c[0]) { colour = c[1]; } });
     return colour;
   };
@@ -175,10 +175,11 @@
     if (!p.blind_cells) { return Promise.resolve(); }
     var url = '/api/v1/coverage/blind-spots?grid=' + p.code + '&layout=' + cfg.layout +
       '&end=' + cfg.to + '&days=' + cfg.blindDays;
+    var blind = cfg.blindStyle || {colour: '#2d004b', fillOpacity: 0.45};
     return GP.api(url).then(function (fc) {
       L.geoJSON(GP.displayGeoJSON(fc), {
-        style: {color: '#b10026', weight: 1, fillColor: '#b10026', fillOpacity: 0.55,
-                className: 'gp-blind'},
+        style: {color: blind.colour, weight: 1, fillColor: blind.colour,
+                fillOpacity: blind.fillOpacity, className: 'gp-blind'},
         interactive: false
       }).addTo(GP.blindLayer);
     }).catch(function (err) { GP.state.lastError = err.message; });
