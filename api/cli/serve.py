@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
+import os
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import typer
-import uvicorn
 
 from api import users as users_service
-from api.app import create_app
 from api.cli.common import connect, fail, is_tty, run_async
 from api.db import ClusterError, cluster_for, database_url, migrate
 from api.demo import load_demo
-from api.limits import guarded_protocol
 from api.progress import cli_progress
+from api.roles.process import serve_one
+from api.roles.supervisor import Supervisor
 from api.settings import Settings, get_settings
 
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
@@ -37,50 +35,51 @@ def _prepare(settings: Settings) -> tuple[str, bool]:
     return url, started
 
 
-async def _serve(settings: Settings, url: str) -> None:
-    app = create_app(settings, database=url)
-    config = uvicorn.Config(
-        app,
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level="info",
-        access_log=False,
-        lifespan="on",
-        # X-Forwarded-* are read by the app, only from GRIDPATROL_API_TRUSTED_PROXIES
-        # (api/forwarded.py); uvicorn's own default would believe anyone on 127.0.0.1
-        proxy_headers=False,
-        # header/body deadlines, request line/header caps, connection cap (api/limits.py)
-        http=guarded_protocol(settings.api),
-    )
-    server = uvicorn.Server(config)
-    await server.serve()
+class Role(StrEnum):
+    """What ``gridpatrol serve`` runs in this process (``api.roles``)."""
+
+    all = "all"
+    api = "api"
+    ingest = "ingest"
+    worker = "worker"
+    single = "single"
 
 
 def serve(
     host: str | None = typer.Option(None, help="listen address (default GRIDPATROL_API_HOST)"),
     port: int | None = typer.Option(None, help="HTTP port (default GRIDPATROL_API_PORT)"),
+    role: Role = typer.Option(
+        Role.all,
+        help="all: a supervisor running api, ingest (GRIDPATROL_ROLES_INGEST_PROCESSES) and "
+        "worker processes; api: HTTP only; ingest: OsmAnd + JT/T 808 listeners and the writer; "
+        "worker: coverage, dispatch and the other periodic jobs; single: everything in this "
+        "one process",
+    ),
 ) -> None:
     settings = get_settings()
     if host:
         settings.api.host = host
     if port:
         settings.api.port = port
+    if role is not Role.all:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     url, started = _prepare(settings)
     try:
-        run_loop(_serve(settings, url))
+        if role is Role.all:
+            raise typer.Exit(_supervise(settings, url, host=host, port=port))
+        serve_one(settings, url, role.value)
+    except KeyboardInterrupt:
+        pass
     finally:
         if started:
             cluster_for(settings).stop()
 
 
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run the server on uvloop (markedly faster sockets) when it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+def _supervise(settings: Settings, url: str, *, host: str | None, port: int | None) -> int:
+    """Run the roles as child processes until Ctrl-C (``api.roles.supervisor``)."""
+    api_args = [*(["--host", host] if host else []), *(["--port", str(port)] if port else [])]
+    env = {**os.environ, "DATABASE_URL": url}
+    return Supervisor(settings.roles, env, api_args=api_args).run()
 
 
 def _admin_token(settings: Settings, url: str) -> tuple[str | None, Path | None]:
@@ -147,8 +146,15 @@ def run(
             typer.echo(f"  JT/T 808    tcp://{jt808}  (terminals, 2013 and 2019)")
         for line in _admin_token_lines(base, token, kept):
             typer.echo(line)
+        roles = settings.roles
+        typer.echo(
+            f"  processes   api, {roles.ingest_processes} ingest, {roles.worker_processes} "
+            "worker  (GRIDPATROL_ROLES_INGEST_PROCESSES, _WORKER_PROCESSES)"
+        )
         typer.echo("Ctrl-C stops the server.")
-        run_loop(_serve(settings, url))
+        status = _supervise(settings, url, host=None, port=None)
+        if status:
+            raise typer.Exit(status)
     except KeyboardInterrupt:
         pass
     finally:

@@ -27,6 +27,7 @@ import contextlib
 import ipaddress
 import logging
 import re
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from api.ratelimit import RateLimiter
 from api.settings import OsmAndSettings
 
 log = logging.getLogger("gridpatrol.osmand")
+REUSE_PORT = hasattr(socket, "SO_REUSEPORT")  # Linux, BSD: N listeners share the port
 MAX_BODY = 64 * 1024
 _STATUS = {
     200: b"OK",
@@ -300,6 +302,9 @@ class OsmAndServer:
             self.settings.host,
             self.settings.port,
             reuse_address=True,
+            # several ingest processes on one port (gridpatrol serve --role ingest, N times);
+            # the kernel spreads new connections over them
+            reuse_port=REUSE_PORT,
             backlog=4096,
         )
         self._reaper = loop.create_task(self._reap_idle())

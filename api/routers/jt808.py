@@ -22,6 +22,7 @@ from api.deps import Conn
 from api.errors import NotFound, Unavailable
 from api.protocols.jt808 import commands
 from api.protocols.jt808.server import Jt808Server
+from api.roles.relay import RemoteTerminals
 
 router = APIRouter(prefix="/api/v1/jt808", tags=["jt808"])
 
@@ -49,8 +50,9 @@ class CommandIn(BaseModel):
         return self
 
 
-def _server(request: Request) -> Jt808Server:
-    server: Jt808Server | None = getattr(request.app.state, "jt808", None)
+def _server(request: Request) -> Jt808Server | RemoteTerminals:
+    """This process's 808 server, or the relay to the ingest processes' (``api.roles``)."""
+    server: Jt808Server | RemoteTerminals | None = getattr(request.app.state, "jt808", None)
     if server is None:
         raise Unavailable("the JT/T 808 server is not running (GRIDPATROL_JT808_ENABLED)")
     return server
@@ -58,15 +60,22 @@ def _server(request: Request) -> Jt808Server:
 
 @router.get("/stats", summary="JT/T 808 server counters")
 async def stats(principal: Admin, request: Request) -> dict[str, Any]:  # noqa: ARG001
-    return _server(request).snapshot()
+    server = _server(request)
+    if isinstance(server, RemoteTerminals):  # the ingest processes' counters, added up
+        return await server.stats()
+    return server.snapshot()
 
 
 @router.get("/terminals", summary="Connected JT/T 808 terminals in your scope")
 async def terminals(principal: Dispatcher, request: Request) -> list[dict[str, Any]]:
     scope = principal.scope
+    server = _server(request)
+    connected = (
+        await server.terminal_list() if isinstance(server, RemoteTerminals) else server.terminals()
+    )
     return [
         t
-        for t in _server(request).terminals()
+        for t in connected
         if scope.unrestricted or (t["home_village"] and scope.covers_area(t["home_village"]))
     ]
 

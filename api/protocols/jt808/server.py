@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -49,6 +50,7 @@ from api.protocols.jt808.stats import Stats, hex_id
 from api.settings import Jt808Settings
 
 log = logging.getLogger("gridpatrol.jt808")
+REUSE_PORT = hasattr(socket, "SO_REUSEPORT")  # Linux, BSD: N listeners share the port
 TEXT_DISPLAY_TTS = 0x0C  # 0x8300 flags: bit 2 show on the display, bit 3 read aloud (TTS)
 TEXT_EMERGENCY = 0x01
 
@@ -94,6 +96,9 @@ class Jt808Server:
             self.settings.host,
             self.settings.port,
             reuse_address=True,
+            # several ingest processes on one port (gridpatrol serve --role ingest, N times);
+            # the kernel spreads new connections over them
+            reuse_port=REUSE_PORT,
             backlog=4096,
         )
         self._tick = loop.create_task(self._housekeeping(), name="jt808-housekeeping")
