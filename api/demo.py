@@ -7,7 +7,7 @@ version, so ``make run`` can call ``gridpatrol demo load`` every time.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,12 +67,24 @@ STEPS: list[Step] = [
 
 
 async def load_demo(
-    conn: AsyncConnection[Any], *, force: bool = False, progress: Progress | None = None
+    conn: AsyncConnection[Any],
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    steps: Collection[str] | None = None,
 ) -> list[str]:
-    """Run the demo steps not yet loaded (all with ``force``); returns one line per step."""
+    """Run the demo steps not yet loaded (all with ``force``); returns one line per step.
+
+    ``steps`` (keys such as ``demo.households``) limits the run to those steps.
+    """
     progress = progress or NullProgress()
     lines = []
+    unknown = set(steps or ()) - {step.key for step in STEPS}
+    if unknown:
+        raise ValueError(f"unknown demo steps: {', '.join(sorted(unknown))}")
     for step in STEPS:
+        if steps is not None and step.key not in steps:
+            continue
         row = await (
             await conn.execute("SELECT value FROM app_meta WHERE key = %s", (step.key,))
         ).fetchone()

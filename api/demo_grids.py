@@ -53,14 +53,14 @@ async def load_households(conn: AsyncConnection[Any], progress: Progress) -> str
     table = pa.table(
         {
             "village_code": points["village_code"].astype(str).to_numpy(),
+            "synthetic": np.ones(len(points), dtype=bool),
             "geom": [
                 f"SRID=4326;POINT({x:.7f} {y:.7f})"
                 for x, y in zip(points.geometry.x, points.geometry.y, strict=True)
             ],
         }
     )
-    await _copy_csv(conn, "household", "village_code, geom", table)
-    await conn.execute("UPDATE household SET synthetic = true WHERE village_code LIKE '1525%'")
+    await _copy_csv(conn, "household", "village_code, synthetic, geom", table)
     task.advance()
     return f"households: {len(points)} synthetic points"
 

@@ -216,11 +216,15 @@ async def make_layout(
         ).fetchall()
         id_of = dict(ids)
         grid_id = cells["grid"].map(id_of).to_numpy(dtype=np.int64)
+        h3 = cells["h3"].to_numpy(np.int64)
+        # in key order: the primary key (layout_id, h3) then grows at its right edge instead of
+        # taking millions of random inserts (the demo's 2.4M cells a layout)
+        order = np.argsort(h3, kind="stable")
         async with (
             conn.cursor() as cur,
             cur.copy("COPY grid_cell (layout_id, h3, grid_id) FROM STDIN (FORMAT binary)") as copy,
         ):
-            await copy.write(_cell_copy(layout_id, cells["h3"].to_numpy(np.int64), grid_id))
+            await copy.write(_cell_copy(layout_id, h3[order], grid_id[order]))
         await audit.record(
             conn,
             actor,
