@@ -33,8 +33,8 @@ from api.routers import (
     reports,
     users,
 )
-from api.routers import tiles as tile_routes
 from api.settings import Settings, get_settings
+from tiles import router as tile_routes
 
 log = logging.getLogger("gridpatrol")
 STATIC = Path(__file__).parent / "static"

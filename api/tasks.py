@@ -126,12 +126,21 @@ class Periodic:
         locks = self.locks if exclusive else None
         self._tasks.append(asyncio.create_task(_loop(name, interval_s, job, locks), name=name))
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Cancel every job and wait for them, at most ``timeout_s``: a job stuck where a
+        cancel cannot reach (a thread, a wedged connection) is logged and left behind rather
+        than holding the server's shutdown forever. Then the job locks are released."""
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in pending:
+                log.error(
+                    "background task %s did not stop within %.0fs", task.get_name(), timeout_s
+                )
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("background task %s ended with %r", task.get_name(), task.exception())
         self._tasks.clear()
         if self.locks is not None:
             await self.locks.close()
