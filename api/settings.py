@@ -303,32 +303,6 @@ class RolesSettings(BaseSettings):
     )
 
 
-class RolesSettings(BaseSettings):
-    """Process roles under ``gridpatrol serve --role all`` / ``gridpatrol run``
-    (``GRIDPATROL_ROLES_…``)."""
-
-    model_config = _config("GRIDPATROL_ROLES_")
-
-    ingest_processes: int = Field(
-        default=1, ge=1, le=64, description="ingest processes (OsmAnd + JT/T 808, SO_REUSEPORT)"
-    )
-    worker_processes: int = Field(
-        default=1, ge=1, le=64, description="worker processes (coverage, dispatch, layouts)"
-    )
-    start_timeout_s: float = Field(
-        default=120.0, gt=0, description="a role not ready this long after its first start fails"
-    )
-    restart_backoff_s: float = Field(
-        default=1.0, gt=0, description="first wait before a dead role is restarted"
-    )
-    restart_backoff_max_s: float = Field(
-        default=30.0, gt=0, description="the wait doubles per quick death up to this"
-    )
-    stop_timeout_s: float = Field(
-        default=20.0, gt=0, description="after SIGTERM, a role still running is killed"
-    )
-
-
 @dataclass
 class Settings:
     """All settings of one process: from the environment, or built with overrides in tests."""
@@ -342,7 +316,6 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     map: MapSettings = field(default_factory=MapSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
-    roles: RolesSettings = field(default_factory=RolesSettings)
     roles: RolesSettings = field(default_factory=RolesSettings)
 
 
