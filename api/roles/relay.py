@@ -5,8 +5,9 @@ process. The API side (``RemoteTerminals``, the API's ``app.state.jt808`` when t
 no 808 server) publishes the command on ``gridpatrol_jt808``; every ingest process listens there
 (``CommandOwner``), and the one holding the terminal's connection sends it through its
 ``Jt808Server`` (which records it in ``jt808_command`` as before) and answers on
-``gridpatrol_jt808_reply`` with the command id or the error. No answer within ``WAIT_S``: no
-ingest process holds the terminal — 409 ``terminal_offline``, as for a local server.
+``gridpatrol_jt808_reply`` with the command id or the error; the others answer that they do not
+hold it. Every process "not here" (or no answer within ``WAIT_S``, or no ingest process at
+all): 409 ``terminal_offline``, as for a local server.
 
 The 808 counters and the connected terminals (``/api/v1/jt808/stats``, ``/terminals``) are asked
 of every ingest process the same way; each answers with its own (in pieces: a notification
@@ -132,6 +133,18 @@ def add_up(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @dataclass
+class _Pending:
+    """A command waiting for the process holding the terminal, or for every process to say
+    it does not hold it."""
+
+    expected: int
+    absent: int = 0
+    future: asyncio.Future[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass
 class _Gathering:
     """Answers to one question asked of every ingest process."""
 
@@ -173,8 +186,9 @@ class CommandOwner:
         else:
             conn = self.server.by_device.get(int(request["device_id"]))
             if conn is None or conn.closed or conn.session is None:
-                return  # another process holds it, or nobody: the sender times out
-            work = self._send(request)
+                work = _notify(self.pool, REPLIES, {"id": request["id"], "absent": True})
+            else:
+                work = self._send(request)
         task = asyncio.create_task(work)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -214,7 +228,7 @@ class RemoteTerminals:
 
     def __init__(self, url: str, pool: AsyncConnectionPool, wait_s: float = WAIT_S) -> None:
         self.pool, self.wait_s = pool, wait_s
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, _Pending] = {}
         self._gathering: dict[str, _Gathering] = {}
         self._listener = _Listener(url, REPLIES, self._answered)
 
@@ -230,26 +244,48 @@ class RemoteTerminals:
         if gathering is not None:
             gathering.add(reply)
             return
-        future = self._waiting.get(str(reply.get("id")))
-        if future is not None and not future.done():
-            future.set_result(reply)
+        pending = self._waiting.get(str(reply.get("id")))
+        if pending is None or pending.future.done():
+            return
+        if reply.get("absent"):
+            pending.absent += 1
+            if pending.absent >= pending.expected:  # every ingest process said "not here"
+                pending.future.set_result(reply)
+        else:
+            pending.future.set_result(reply)
+
+    async def _listening(self) -> int:
+        """How many ingest processes listen for commands now."""
+        if not self._listener.ready.is_set():
+            raise Unavailable("the JT/T 808 relay is not connected to the database")
+        async with self.pool.connection() as db:
+            row = await (
+                await db.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (RELAY_NAME,),
+                )
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     async def _call(self, op: str, device_id: int, by: str | None, **args: Any) -> int:
-        if not self._listener.ready.is_set():
-            raise Unavailable("the JT/T 808 command relay is not connected to the database")
+        offline = TerminalOffline(
+            f"the terminal of device {device_id} is not connected to any ingest process"
+        )
+        expected = await self._listening()
+        if expected == 0:
+            raise offline
         request_id = uuid.uuid4().hex
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
+        pending = self._waiting[request_id] = _Pending(expected)
         message = {"id": request_id, "op": op, "device_id": device_id, "by": by, "args": args}
         try:
             await _notify(self.pool, REQUESTS, message)
-            reply = await asyncio.wait_for(future, self.wait_s)
+            reply = await asyncio.wait_for(pending.future, self.wait_s)
         except TimeoutError:
-            raise TerminalOffline(
-                f"the terminal of device {device_id} is not connected to any ingest process"
-            ) from None
+            raise offline from None
         finally:
             self._waiting.pop(request_id, None)
+        if reply.get("absent"):
+            raise offline
         if "error" in reply:
             raise ERRORS.get(reply["error"], Unavailable)(str(reply.get("message", "")))
         return int(reply["command_id"])
@@ -278,16 +314,7 @@ class RemoteTerminals:
 
     async def _gather(self, op: str) -> list[Any]:
         """Every ingest process's answer to ``op`` (those in by ``wait_s``)."""
-        if not self._listener.ready.is_set():
-            raise Unavailable("the JT/T 808 relay is not connected to the database")
-        async with self.pool.connection() as db:
-            row = await (
-                await db.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                    (RELAY_NAME,),
-                )
-            ).fetchone()
-        expected = int(row[0]) if row else 0
+        expected = await self._listening()
         if expected == 0:
             return []
         request_id = uuid.uuid4().hex

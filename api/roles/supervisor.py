@@ -51,6 +51,7 @@ class Child:
     restarts: int = 0
     backoff_s: float = 0.0
     restart_at: float | None = None
+    pump: threading.Thread | None = None  # copies its output to the console
 
 
 class Supervisor:
@@ -113,9 +114,10 @@ class Supervisor:
         )
         child.started_at = time.monotonic()
         assert child.proc.stdout is not None  # noqa: S101 - piped above
-        threading.Thread(
+        child.pump = threading.Thread(
             target=self._pump, args=(child, child.proc.stdout), daemon=True, name=child.name
-        ).start()
+        )
+        child.pump.start()
 
     @staticmethod
     def _kill_group(child: Child) -> None:
@@ -167,6 +169,9 @@ class Supervisor:
                         return 1
                     continue
                 self._kill_group(child)
+                if child.pump is not None:  # its last lines (a "ready" among them) are read
+                    child.pump.join(timeout=2)
+                child.ever_up = child.ever_up or child.up.is_set()
                 if not child.ever_up:
                     self.say(
                         f"[supervisor] {child.name} could not start (exit status {code}); "

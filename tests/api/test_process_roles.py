@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import http.client
 import itertools
+import json
 import os
 import signal
 import socket
@@ -139,6 +140,7 @@ def start(db_url: str, name: str, *, api_port: int | None = None, **env: str) ->
         "GRIDPATROL_DB_POOL_MAX": "4",
         "GRIDPATROL_INGEST_RATE_PER_S": "0",
         "GRIDPATROL_COVERAGE_UPDATE_INTERVAL_S": "2",
+        "GRIDPATROL_COVERAGE_CLAIM_STALE_S": "5",  # a killed worker's claims are retaken soon
         "GRIDPATROL_ROLES_RESTART_BACKOFF_S": "0.5",
         **env,
     }
@@ -263,6 +265,7 @@ def test_roles_answer_and_survive_kill_9_of_each(
 
     poster = Poster(roles.osmand, run(_keyed_devices(db_url, 4)))
     poster.start()
+    observed: dict[str, Any] = {}  # what happened, for the record (test-output/roles)
     try:
         wait_for("fixes acknowledged", lambda: poster.count() >= 40)
         for role, name in (("ingest", "ingest.1"), ("worker", "worker.1"), ("api", "api")):
@@ -270,6 +273,7 @@ def test_roles_answer_and_survive_kill_9_of_each(
             victim = before[role][0]
             readies = roles.text().count(f"{READY}: {role}")
             acked = poster.count()
+            killed_at = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             wait_for(f"{role} pid {victim} gone", lambda v=victim: not alive(v))
             # the others keep serving: fixes are acknowledged (by the other ingest process
@@ -282,6 +286,10 @@ def test_roles_answer_and_survive_kill_9_of_each(
                 f"{role} restarted\n{roles.text()[-3000:]}",
                 lambda r=role, n=readies: roles.text().count(f"{READY}: {r}") > n,
             )
+            observed[name] = {
+                "seconds_to_ready_again": round(time.monotonic() - killed_at, 1),
+                "fixes_acked_meanwhile": poster.count() - acked,
+            }
             after = role_children(supervisor)
             assert len(after[role]) == len(before[role])
             assert victim not in after[role]
@@ -291,6 +299,8 @@ def test_roles_answer_and_survive_kill_9_of_each(
         wait_for("fixes acked at the end", lambda: poster.count() >= acked + 20)
     finally:
         poster.stop()
+    observed["fixes_acked"], observed["answers_not_200"] = poster.count(), poster.refused
+    (OUTPUT / "fault.json").write_text(json.dumps(observed, indent=2) + "\n")
 
     # every acknowledged fix is stored exactly once
     ids = [d[0] for d in poster.devices]
@@ -303,16 +313,21 @@ def test_roles_answer_and_survive_kill_9_of_each(
     assert poster.acked <= set(stored), sorted(poster.acked - set(stored))[:5]
     assert max(stored.values()) == 1
 
-    # the workers computed coverage of those devices (the coverage job, every 2 s)
+    # the workers computed coverage of those devices (the coverage job, every 2 s), the dead
+    # worker's claims included: no mark of theirs is left, each has its device_day row
     wait_for(
-        "device_day rows from the coverage workers",
+        "coverage marks of the devices done",
         lambda: (
             db.execute(
-                "SELECT count(DISTINCT device_id) FROM device_day WHERE device_id = ANY(%s)", (ids,)
-            ).fetchone()[0]  # type: ignore[index]
-            == len(ids)
+                "SELECT count(*) FROM coverage_dirty WHERE device_id = ANY(%s)", (ids,)
+            ).fetchone()
+            == (0,)
         ),
     )
+    days = db.execute(
+        "SELECT count(DISTINCT device_id) FROM device_day WHERE device_id = ANY(%s)", (ids,)
+    ).fetchone()
+    assert days == (len(ids),)
     # each exclusive job is held by one process of the cluster (a worker here, unless the
     # session's in-process app took it first)
     for job in ("dispatch", "layouts", "partitions"):
