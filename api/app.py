@@ -26,6 +26,7 @@ from api.routers import (
     health,
     incidents,
     jt808,
+    live,
     maps,
     pages,
     positions,
@@ -106,6 +107,7 @@ def create_app(
         redraw,
         coverage,
         incidents,
+        live,  # Server-Sent Events for the dispatcher console
         jt808,
         pages,
         reports,

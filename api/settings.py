@@ -275,6 +275,17 @@ class MapSettings(BaseSettings):
     vehicle_offline_s: float = Field(default=3600.0, gt=0, description="older last fix = offline")
     stop_minutes: float = Field(default=5.0, gt=0, description="track replay: a stop lasts this")
     stop_radius_m: float = Field(default=50.0, gt=0, description="… within this radius")
+    live_poll_s: float = Field(
+        default=1.0, ge=0.2, le=60, description="live updates: one shared database poll this often"
+    )
+    live_max_streams: int = Field(default=200, ge=1, description="live update streams at once")
+    live_streams_per_user: int = Field(default=8, ge=1, description="… per user")
+    live_queue: int = Field(
+        default=256, ge=8, description="events waiting for one client; a slower one is dropped"
+    )
+    live_stream_max_s: float = Field(
+        default=600.0, ge=10, description="a stream ends after this; the page reconnects"
+    )
 
 
 class RolesSettings(BaseSettings):

@@ -43,7 +43,11 @@ app.add_typer(grids.alerts_app, name="alerts", help="Alert points (报警点): i
 app.add_typer(coverage.app, name="coverage", help="Coverage per grid: update, show, ranking.")
 app.add_typer(devices.app, name="devices", help="Register GPS devices (车载终端), list them.")
 app.add_typer(jt808.app, name="jt808", help="JT/T 808 terminals: send commands, stats, reset.")
-app.add_typer(incidents.app, name="incidents", help="Incidents: simulate, list, response times.")
+app.add_typer(
+    incidents.app,
+    name="incidents",
+    help="Incidents: create, list, assign, accept, arrive, clear, cancel, escalate, simulate.",
+)
 app.add_typer(roads.app, name="roads", help="Road graphs for road ETAs: import OSM, list.")
 app.command("ingest", help="Store a track file (gridpatrol ingest FILE), or show 'stats'.")(
     ingest.ingest

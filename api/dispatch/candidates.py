@@ -22,12 +22,13 @@ import numpy as np
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from api.dispatch import ACTIVE
+from api.dispatch import ACTIVE, shortlist
 from api.dispatch.routing import road_etas
 from api.dispatch.shortlist import nearby_vehicles
 from api.scope import Scope
 from api.settings import DispatchSettings
 from gis import dispatch as maths
+from gis.units import METRES_PER_DEGREE_SPHERE
 
 WORKER = sql.SQL(
     """
@@ -92,6 +93,7 @@ class Ranking:
     excluded: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None
     widened_to: str | None = None  # responders' unit beyond the caller's scope
+    left_out: dict[str, Any] = field(default_factory=dict)
 
 
 def eta_model(settings: DispatchSettings) -> maths.EtaModel:
@@ -103,19 +105,27 @@ def eta_model(settings: DispatchSettings) -> maths.EtaModel:
     )
 
 
+def level_pool(target: Target) -> tuple[sql.Composable, dict[str, Any], str | None]:
+    """SQL predicate on ``d`` (device) for the vehicles of the target's escalation level
+    (whatever the scope), its parameters and the level's unit code (None at the grid level)."""
+    if target.level == 0:
+        return (
+            sql.SQL("d.assigned_grids && %(pool_grids)s::text[]"),
+            {"pool_grids": list(target.grid_codes)},
+            None,
+        )
+    unit = maths.unit_code(target.level, target.village_code)
+    if unit is None:
+        return sql.SQL("FALSE"), {}, None
+    return sql.SQL("d.home_village LIKE %(pool_unit)s"), {"pool_unit": unit + "%"}, unit
+
+
 def pool(target: Target, scope: Scope) -> tuple[sql.Composable, dict[str, Any], str | None]:
     """SQL predicate on ``d`` (device) for the responders of the target's level, its
     parameters, and the unit code when the level reaches beyond the scope (widening)."""
-    if target.level == 0:
-        where: sql.Composable = sql.SQL("d.assigned_grids && %(pool_grids)s::text[]")
-        params: dict[str, Any] = {"pool_grids": list(target.grid_codes)}
-    else:
-        unit = maths.unit_code(target.level, target.village_code)
-        if unit is None:
-            return sql.SQL("FALSE"), {}, None
-        where, params = sql.SQL("d.home_village LIKE %(pool_unit)s"), {"pool_unit": unit + "%"}
-        if not scope.covers_area(unit):
-            return where, params, unit
+    where, params, unit = level_pool(target)
+    if unit is not None and not scope.covers_area(unit):
+        return where, params, unit
     command = scope.where("d.home_village")
     return sql.SQL("({} AND {})").format(where, command), {**params, **scope.params()}, None
 
@@ -239,6 +249,14 @@ async def rank_candidates(
         ]
     )[: settings.max_excluded]
     await _grids_of(conn, ranking.candidates)
+    ranking.left_out = await left_out_counts(
+        conn,
+        target,
+        scope,
+        settings,
+        within_m=reach if np.isfinite(reach) else shortlist.reach_m(settings),
+        widened=widened is not None,
+    )
     for rank, candidate in enumerate(ranking.candidates, 1):
         candidate["rank"] = rank
     return ranking
@@ -324,3 +342,63 @@ async def _grids_of(conn: AsyncConnection[Any], candidates: list[dict[str, Any]]
     ).fetchall()
     for candidate, row in zip(todo, rows, strict=True):
         candidate["grid_code"] = row[0]
+
+
+LEFT_OUT = sql.SQL(
+    """
+    SELECT count(*) FILTER (WHERE NOT x.in_level)::int AS outside_level,
+           count(*) FILTER (WHERE x.in_level AND NOT x.in_scope)::int AS outside_scope
+      FROM (SELECT {level} AS in_level, {scope} AS in_scope
+              FROM device_state s JOIN device d ON d.id = s.device_id
+             WHERE d.kind = 'vehicle' AND d.enabled AND s.status = 'available'
+               AND s.fix_time > now() - %(max_age)s * interval '1 second'
+               AND s.geom && ST_Expand(ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326),
+                                       %(dx)s, %(dy)s)
+               AND ST_DWithin(s.geom::geography,
+                              ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)::geography,
+                              %(within)s)) x
+    """
+)
+
+
+async def left_out_counts(
+    conn: AsyncConnection[Any],
+    target: Target,
+    scope: Scope,
+    settings: DispatchSettings,
+    *,
+    within_m: float,
+    widened: bool,
+) -> dict[str, Any]:
+    """How many free, fresh vehicles within ``within_m`` of the incident were left out because
+    they are beyond the escalation level's unit (``outside_level``: escalating summons them)
+    or homed outside the caller's scope (``outside_scope``).
+
+    Counts only: vehicles outside the scope are never named to a scoped caller.
+    """
+    level, params, _ = level_pool(target)
+    in_scope = sql.SQL("TRUE") if widened else scope.where("d.home_village")
+    dy = within_m / METRES_PER_DEGREE_SPHERE
+    dx = dy / max(float(np.cos(np.radians(min(abs(target.lat) + dy, 89.0)))), 0.01)
+    row = await (
+        await conn.execute(
+            LEFT_OUT.format(level=level, scope=in_scope),
+            {
+                **params,
+                **scope.params(),
+                "lon": target.lon,
+                "lat": target.lat,
+                "dx": dx,
+                "dy": dy,
+                "within": within_m,
+                "max_age": settings.max_age_s,
+            },
+        )
+    ).fetchone()
+    assert row is not None  # noqa: S101 - an aggregate returns one row
+    return {
+        "within_m": round(float(within_m), 1),
+        "outside_level": int(row[0]),
+        "outside_scope": int(row[1]),
+        "level": maths.LEVELS[target.level],
+    }

@@ -52,7 +52,7 @@ async def nearby_vehicles(
     nearest eligible vehicles are certainly among them (one KNN scan in the usual case)."""
     n = k * settings.prefilter
     limit = n + settings.max_excluded
-    reach = _reach_m(settings)
+    reach = reach_m(settings)
     dy = reach / METRES_PER_DEGREE_SPHERE
     dx = dy / max(np.cos(np.radians(min(abs(point[1]) + dy, 89.0))), 0.01)
     values = {**params, "lon": point[0], "lat": point[1], "max_age": settings.max_age_s}
@@ -73,7 +73,7 @@ async def nearby_vehicles(
     return rows + [r for r in more if r["device_id"] not in seen]
 
 
-def _reach_m(settings: DispatchSettings) -> float:
+def reach_m(settings: DispatchSettings) -> float:
     """The farthest a vehicle can be and still arrive within ``max_eta_s`` (straight line)."""
     fastest = max(settings.speeds_kmh.values()) / 3.6
     return settings.max_eta_s * fastest / settings.detour

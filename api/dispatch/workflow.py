@@ -98,6 +98,7 @@ async def candidates_for(
         "escalation": LEVELS[target.level],
         "escalated": escalated,
         "scope_widened_to": ranking.widened_to,
+        "left_out": ranking.left_out,
         "note": note,
     }
     if ranking.widened_to:
@@ -133,8 +134,12 @@ async def transition(
     action: str,
     *,
     terminals: Terminals | None = None,
+    note: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Apply one workflow action (see the module docstring); 409 when it does not apply."""
+    """Apply one workflow action (see the module docstring); 409 when it does not apply.
+
+    ``note`` (a clear's ``outcome``, a cancel's ``reason``, any action's ``note``) is kept in
+    the incident's event and the audit record."""
     allowed, status, column, outcome = RULES[action]
     async with conn.transaction():
         incident = await get_incident(conn, actor.scope, incident_id, lock=True)
@@ -168,11 +173,25 @@ async def transition(
                 "AND status = 'busy'",
                 (device_id,),
             )
+        said = {k: v for k, v in (note or {}).items() if v}
         await add_event(
-            conn, incident_id, action, actor=actor.name, detail={"from": incident["status"]}
+            conn,
+            incident_id,
+            action,
+            actor=actor.name,
+            detail={
+                "from": incident["status"],
+                **({"device_id": incident["device_id"]} if incident["device_id"] else {}),
+                **said,
+            },
         )
         await audit.record(
-            conn, actor, f"incident.{action}", object_type="incident", object_id=incident_id
+            conn,
+            actor,
+            f"incident.{action}",
+            object_type="incident",
+            object_id=incident_id,
+            detail=said or None,
         )
     result = await get_incident(conn, actor.scope, incident_id)
     if device_id is not None:

@@ -7,17 +7,36 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from psycopg import AsyncConnection
+from pydantic import BaseModel, Field
 
 from api import admin_areas
 from api.auth import Dispatcher, Principal, Viewer
 from api.deps import AppSettings, Conn
-from api.dispatch import assign, incidents, stats, workflow
+from api.dispatch import assign, incidents, places, stats, workflow
 from api.dispatch.terminal import Terminals
 from api.responses import GeoJSONResponse
 from api.routers.coverage import today
 
 router = APIRouter(tags=["incidents"])
 IncidentId = Annotated[int, "incident id"]
+
+
+class NoteIn(BaseModel):
+    """What the dispatcher says about a step (kept in the incident's timeline)."""
+
+    note: str | None = Field(default=None, max_length=500, description="free text")
+
+
+class ClearIn(NoteIn):
+    outcome: str | None = Field(
+        default=None, max_length=200, description="how it ended, e.g. resolved, false alarm"
+    )
+
+
+class CancelIn(NoteIn):
+    reason: str | None = Field(
+        default=None, max_length=200, description="why, e.g. duplicate call, caller withdrew"
+    )
 
 
 def terminals(request: Request) -> Terminals | None:
@@ -68,6 +87,18 @@ async def response_times(
     return {"level": level, "from": first.isoformat(), "to": last.isoformat(), "units": units}
 
 
+@router.get(
+    "/api/v1/incidents/places",
+    summary="Places to put a call at: villages, grids, alert points matching q, in scope",
+)
+async def search_places(
+    principal: Viewer,
+    conn: Conn,
+    q: Annotated[str, Query(min_length=1, max_length=64, description="name, code or phone")],
+) -> dict[str, Any]:
+    return {"q": q, "places": await places.search_places(conn, principal.scope, q)}
+
+
 @router.get("/api/v1/incidents/{incident_id}", summary="One incident with its history")
 async def get_incident(incident_id: IncidentId, principal: Viewer, conn: Conn) -> dict[str, Any]:
     return await incidents.incident_detail(conn, principal.scope, incident_id)
@@ -110,38 +141,56 @@ async def _act(
     conn: AsyncConnection[Any],
     incident_id: int,
     action: str,
+    body: NoteIn | None = None,
 ) -> dict[str, Any]:
+    note = None if body is None else body.model_dump(exclude_none=True)
     return await workflow.transition(
-        conn, principal, incident_id, action, terminals=terminals(request)
+        conn, principal, incident_id, action, terminals=terminals(request), note=note
     )
 
 
 @router.post("/api/v1/incidents/{incident_id}/accept", summary="The responder accepted")
 async def accept(
-    incident_id: IncidentId, request: Request, principal: Dispatcher, conn: Conn
+    incident_id: IncidentId,
+    request: Request,
+    principal: Dispatcher,
+    conn: Conn,
+    body: NoteIn | None = None,
 ) -> dict[str, Any]:
-    return await _act(request, principal, conn, incident_id, "accept")
+    return await _act(request, principal, conn, incident_id, "accept", body)
 
 
 @router.post("/api/v1/incidents/{incident_id}/arrive", summary="Arrived (manual override)")
 async def arrive(
-    incident_id: IncidentId, request: Request, principal: Dispatcher, conn: Conn
+    incident_id: IncidentId,
+    request: Request,
+    principal: Dispatcher,
+    conn: Conn,
+    body: NoteIn | None = None,
 ) -> dict[str, Any]:
-    return await _act(request, principal, conn, incident_id, "arrive")
+    return await _act(request, principal, conn, incident_id, "arrive", body)
 
 
 @router.post("/api/v1/incidents/{incident_id}/clear", summary="Dealt with; frees the responder")
 async def clear(
-    incident_id: IncidentId, request: Request, principal: Dispatcher, conn: Conn
+    incident_id: IncidentId,
+    request: Request,
+    principal: Dispatcher,
+    conn: Conn,
+    body: ClearIn | None = None,
 ) -> dict[str, Any]:
-    return await _act(request, principal, conn, incident_id, "clear")
+    return await _act(request, principal, conn, incident_id, "clear", body)
 
 
 @router.post("/api/v1/incidents/{incident_id}/cancel", summary="Cancel; frees the responder")
 async def cancel(
-    incident_id: IncidentId, request: Request, principal: Dispatcher, conn: Conn
+    incident_id: IncidentId,
+    request: Request,
+    principal: Dispatcher,
+    conn: Conn,
+    body: CancelIn | None = None,
 ) -> dict[str, Any]:
-    return await _act(request, principal, conn, incident_id, "cancel")
+    return await _act(request, principal, conn, incident_id, "cancel", body)
 
 
 @router.post(
@@ -149,9 +198,13 @@ async def cancel(
     summary="Take the assignment back (back to new, to assign someone else)",
 )
 async def release(
-    incident_id: IncidentId, request: Request, principal: Dispatcher, conn: Conn
+    incident_id: IncidentId,
+    request: Request,
+    principal: Dispatcher,
+    conn: Conn,
+    body: NoteIn | None = None,
 ) -> dict[str, Any]:
-    return await _act(request, principal, conn, incident_id, "release")
+    return await _act(request, principal, conn, incident_id, "release", body)
 
 
 @router.post(

@@ -635,6 +635,17 @@ TABLE: dict[tuple[str, str], Case] = {
         reason="the page holds the map frame and the scope's bounds; its data comes from the "
         "scoped API routes of this table"
     ),
+    ("GET", "/api/v1/incidents/places"): Listing(
+        "viewer", lambda s: f"/api/v1/incidents/places?q={VILLAGE}", village_level=True
+    ),
+    ("GET", "/api/v1/live/vehicles"): Listing("viewer", lambda s: "/api/v1/live/vehicles"),
+    ("GET", "/api/v1/live/alert-points"): Listing(
+        "viewer", lambda s: "/api/v1/live/alert-points", village_level=True
+    ),
+    ("GET", "/api/v1/live/stream"): Covered(
+        reason="Server-Sent Events, each row cut to the subscriber's scope: tests/api/test_live.py"
+        "::test_one_poll_feeds_every_stream_only_its_scope"
+    ),
     # ---- JT/T 808 terminals
     ("GET", "/api/v1/jt808/terminals"): Listing("dispatcher", lambda s: "/api/v1/jt808/terminals"),
     ("POST", "/api/v1/jt808/terminals/{device_id}/commands"): Write(
