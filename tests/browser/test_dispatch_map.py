@@ -36,6 +36,7 @@ def test_assigning_from_the_map_dispatches_the_incident(
     button = page.locator("#gp-panel .gp-assign").first
     key, chosen = button.get_attribute("data-key"), int(button.get_attribute("data-id") or 0)
     button.click()
+    page.click("#gp-confirm-yes")  # every step is confirmed
     page.locator("#gp-assign-result .gp-ok").wait_for(timeout=WAIT_MS)
     incident = api_get(live_server, patrol["dispatcher"], f"/api/v1/incidents/{patrol['incident']}")
     body = incident.get("properties", incident)
@@ -83,7 +84,9 @@ def test_search_finds_a_grid_and_a_plate(patrol: dict[str, Any], chromium: Chrom
     assert run.errors == []
 
 
-def test_on_amap_vehicles_are_drawn_in_gcj02(patrol: dict[str, Any], chromium: Chromium) -> None:
+def test_on_amap_vehicles_are_drawn_in_gcj02(
+    patrol: dict[str, Any], live_server: str, chromium: Chromium
+) -> None:
     run = chromium.open("/maps/dispatch?basemap=amap", patrol["dispatcher"])
     page = run.page
     page.wait_for_function(f"GP.state.vehicles >= {len(patrol['devices'])}", timeout=WAIT_MS)
@@ -91,7 +94,10 @@ def test_on_amap_vehicles_are_drawn_in_gcj02(patrol: dict[str, Any], chromium: C
         "(() => { const out = []; GP.vehicles._container.eachLayer(l => out.push("
         "[l.feature.properties.id, l.getLatLng().lng, l.getLatLng().lat])); return out; })()"
     )
-    stored = positions(patrol["devices"])
+    # where they are now (an earlier test may have driven one)
+    now = api_get(live_server, patrol["dispatcher"], "/api/v1/live/vehicles")["vehicles"]
+    stored = {v["id"]: (v["lon"], v["lat"]) for v in now}
+    assert set(stored) == set(positions(patrol["devices"]))
     assert {d[0] for d in drawn} == set(stored)
     for device, lng, lat in drawn:
         x, y = stored[device]
