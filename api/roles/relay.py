@@ -14,6 +14,10 @@ of every ingest process the same way; each answers with its own (in pieces: a no
 carries at most 8,000 bytes), and the API adds the counters up and joins the lists. It waits
 for as many answers as there are ingest processes listening (``pg_stat_activity``, their relay
 connections are named ``RELAY_NAME``), at most ``WAIT_S``.
+
+One connection per terminal holds across processes too: a process where a terminal
+authenticates says so (``bound``), and another process still holding an older connection of
+that terminal closes it (``replaced``), as one server does for a terminal that reconnects.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +48,7 @@ REPLIES = "gridpatrol_jt808_reply"
 WAIT_S = 3.0
 RELAY_NAME = "gridpatrol-ingest-relay"  # application_name of an ingest process's LISTEN
 PIECE = 7000  # characters of ASCII JSON per notification (the limit is 8,000 bytes)
+SENDER = f"{os.getpid()}@{socket.gethostname()}"  # this process, in the relay's messages
 ERRORS: dict[str, type[DomainError]] = {
     TerminalOffline.code: TerminalOffline,
     Unprocessable.code: Unprocessable,
@@ -103,7 +109,7 @@ async def _notify(pool: AsyncConnectionPool, channel: str, message: dict[str, An
 async def _notify_pieces(pool: AsyncConnectionPool, request_id: str, value: Any) -> None:
     """Answer ``request_id`` with ``value`` in as many notifications as it takes."""
     text = json.dumps(value)  # ASCII: one character is one byte
-    sender = f"{os.getpid()}@{socket.gethostname()}"
+    sender = SENDER
     pieces = [text[i : i + PIECE] for i in range(0, len(text), PIECE)] or [""]
     async with pool.connection() as db:
         for n, piece in enumerate(pieces):
@@ -170,9 +176,23 @@ class CommandOwner:
         self.server, self.pool = server, pool
         self._listener = _Listener(url, REQUESTS, self._received, name=RELAY_NAME)
         self._running: set[asyncio.Task[None]] = set()
+        self._bound_at: dict[int, float] = {}  # device id → when its terminal bound here
 
     async def start(self) -> None:
         await self._listener.start()
+        self.server.on_bind = self._bound
+
+    def _bound(self, device_id: int) -> None:
+        """A terminal authenticated here: the other ingest processes close their connection of
+        it (one connection per terminal, across processes)."""
+        at = self._bound_at[device_id] = time.time()
+        message = {"op": "bound", "device_id": device_id, "from": SENDER, "at": at}
+        self._spawn(_notify(self.pool, REQUESTS, message))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def stop(self) -> None:
         await self._listener.stop()
@@ -181,6 +201,9 @@ class CommandOwner:
 
     def _received(self, payload: str) -> None:
         request = json.loads(payload)
+        if request["op"] == "bound":
+            self._replaced(request)
+            return
         if request["op"] in ("stats", "terminals"):
             work = self._tell(request)
         else:
@@ -189,14 +212,25 @@ class CommandOwner:
                 work = _notify(self.pool, REPLIES, {"id": request["id"], "absent": True})
             else:
                 work = self._send(request)
-        task = asyncio.create_task(work)
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._spawn(work)
+
+    def _replaced(self, request: dict[str, Any]) -> None:
+        """Another process's terminal bound after ours did: close ours (``replaced``)."""
+        device_id = int(request["device_id"])
+        conn = self.server.by_device.get(device_id)
+        if request["from"] == SENDER or conn is None or conn.closed:
+            return
+        if self._bound_at.get(device_id, 0.0) < float(request["at"]):
+            self.server.unbind(conn)
+            conn.close("replaced")
 
     async def _tell(self, request: dict[str, Any]) -> None:
         """This process's counters or terminals, for the API adding up every process's."""
         server = self.server
-        value = server.snapshot() if request["op"] == "stats" else server.terminals()
+        if request["op"] == "stats":
+            value: Any = server.snapshot()
+        else:  # which process holds each: where a relayed command goes
+            value = [{**t, "process": SENDER} for t in server.terminals()]
         await _notify_pieces(self.pool, request["id"], value)
 
     async def _send(self, request: dict[str, Any]) -> None:

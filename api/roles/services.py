@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -107,7 +107,6 @@ class Services:
     terminals: Jt808Server | RemoteTerminals | None = None
     dispatch: DispatchTicker | None = None
     periodic: Periodic | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @asynccontextmanager

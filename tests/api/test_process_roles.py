@@ -367,10 +367,36 @@ def test_808_commands_reach_the_ingest_process_holding_the_terminal(
         wait_for("the text on the terminal", lambda: background(_texts(terminal)) == [TEXT])
         listed = httpx.get(f"{base}/terminals", headers=headers, timeout=30).json()
         assert [t["device_id"] for t in listed if t["device_id"] == device_id] == [device_id]
+        # the terminal connects again until the kernel hands the connection to the other
+        # ingest process: the older connection there is closed, one connection per terminal
+        first = next(t["process"] for t in listed if t["device_id"] == device_id)
+        crossed, extra = False, []
+        for _ in range(12):  # each lands on either process (1 in 4,096 never crosses)
+            again = Terminal(phone, host="127.0.0.1", port=roles.jt808)
+            again.auth_code = terminal.auth_code
+            extra.append(again)
+            background(again.login())
+            local = background(_local_address(again))
+            held = wait_for(
+                "the newest connection is the one held",
+                lambda local=local: [
+                    t
+                    for t in httpx.get(f"{base}/terminals", headers=headers, timeout=30).json()
+                    if t["device_id"] == device_id and t["peer"] == local
+                ],
+            )
+            if held[0]["process"] != first:
+                crossed = True
+                break
+        listed = httpx.get(f"{base}/terminals", headers=headers, timeout=30).json()
+        for other in extra:
+            background(other.close())
+        assert crossed
+        assert [t["peer"] for t in listed if t["device_id"] == device_id] == [local]
         stats = httpx.get(f"{base}/stats", headers=admin, timeout=30).json()
         assert stats["processes"] == 2  # both ingest processes answered
         assert stats["commands"]["sent 0x8300"] >= 1
-        assert stats["authenticated"] >= 1
+        assert stats["events"]["replaced"] >= 1
     offline = httpx.post(
         f"{base}/terminals/{offline_id}/commands",
         json={"kind": "query_position"},
@@ -384,6 +410,11 @@ def test_808_commands_reach_the_ingest_process_holding_the_terminal(
 
 async def _texts(terminal: Terminal) -> list[str]:
     return list(terminal.texts)
+
+
+async def _local_address(terminal: Terminal) -> str:
+    host, port = terminal._writer.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
+    return f"{host}:{port}"
 
 
 def test_ctrl_c_stops_every_child(roles: Cluster) -> None:

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -86,6 +87,9 @@ class Jt808Server:
         self._resend: dict[PartialKey, tuple[int, float]] = {}
         self._server: asyncio.Server | None = None
         self._tick: asyncio.Task[None] | None = None
+        # told each device id that authenticates here: with several ingest processes, the
+        # others close their connection of that terminal (api.roles.relay)
+        self.on_bind: Callable[[int], None] | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,6 +155,8 @@ class Jt808Server:
         conn.session = session
         self.by_device[session.device.device_id] = conn
         self.by_phone[session.phone] = conn
+        if self.on_bind is not None:
+            self.on_bind(session.device.device_id)
 
     def unbind(self, conn: Connection) -> None:
         """Forget the connection's session (unregistered, replaced or gone)."""
