@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -183,6 +183,10 @@ class Jt808Settings(BaseSettings):
     max_reassembly_mb: int = Field(default=64, ge=1, description="all incomplete messages")
 
 
+# the parts of a vehicle's patrol-work score and their default weights (api.coverage.vehicles)
+RANK_WEIGHTS = {"own_coverage": 0.4, "km": 0.25, "hours": 0.15, "visits": 0.2, "inside_share": 0.0}
+
+
 class CoverageSettings(BaseSettings):
     """The coverage engine and its reports (``GRIDPATROL_COVERAGE_…``)."""
 
@@ -206,8 +210,37 @@ class CoverageSettings(BaseSettings):
     checkpoint_radius_m: float = Field(default=300.0, gt=0, description="alert point visited")
     offline_alert_s: float = Field(default=3600.0, gt=0, description="device silent this long")
     outside_alert_s: float = Field(default=1800.0, gt=0, description="outside own grids")
-    award_share: float = Field(default=0.6, gt=0, lt=1, description="share of vehicles awarded")
-    flag_share: float = Field(default=0.1, ge=0, lt=1, description="share flagged at the bottom")
+    award_share: float = Field(
+        default=0.6, gt=0, lt=1, description="share of the vehicles in service awarded"
+    )
+    flag_share: float = Field(
+        default=0.1, ge=0, lt=1, description="share of the vehicles in service flagged"
+    )
+    in_service: Literal["assigned_and_active", "assigned_or_active", "active", "assigned"] = Field(
+        default="assigned_and_active",
+        description="which enabled vehicles are ranked: assigned to a village and/or with fixes "
+        "on IN_SERVICE_MIN_DAYS days of the window",
+    )
+    in_service_min_days: int = Field(
+        default=1, ge=1, le=366, description="days with fixes (capped at the window's length)"
+    )
+    rank_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(RANK_WEIGHTS),
+        description="score weights of own_coverage, km, hours, visits, inside_share (JSON)",
+    )
+    no_patrol_km: float = Field(
+        default=1.0, ge=0, description="this many km or fewer in the window: 无巡逻, never awarded"
+    )
+
+    @field_validator("rank_weights")
+    @classmethod
+    def _known_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(RANK_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown components {unknown}; known: {', '.join(RANK_WEIGHTS)}")
+        if any(not 0 <= w < float("inf") for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("weights must be finite, ≥ 0, and not all 0")
+        return {k: float(value.get(k, 0.0)) for k in RANK_WEIGHTS}
 
 
 class RetentionSettings(BaseSettings):

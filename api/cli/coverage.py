@@ -73,7 +73,9 @@ def show(
         )
 
 
-@app.command("ranking", help="Vehicle work and the award ranking (top 60 % awarded).")
+@app.command(
+    "ranking", help="Vehicles in service ranked by patrol work (best AWARD_SHARE awarded)."
+)
 def ranking(
     first: str | None = typer.Option(None, "--from"),
     last: str | None = typer.Option(None, "--to"),
@@ -89,12 +91,19 @@ def ranking(
             )
 
     body = run_async(go())
-    typer.echo(f"{body['from']} … {body['to']}; weights {body['weights']}")
+    counts = body["counts"]
+    typer.echo(f"{body['from']} … {body['to']}")
+    typer.echo(body["rule"]["zh"])
+    typer.echo(body["rule"]["en"])
+    typer.echo(
+        f"in service {counts['in_service']} of {counts['vehicles']}; not ranked "
+        f"{counts['not_ranked']} {counts['not_ranked_by_reason']}"
+    )
     for v in body["vehicles"][:top]:
         typer.echo(
-            f"{v['rank']:>4} {v['verdict']:<8} {v['identifier']:<24} score {v['score']:.3f}  "
+            f"{v['rank']:>4} {v['verdict']:<9} {v['identifier']:<24} score {v['score']:.3f}  "
             f"{v['km']:>8.1f} km {v['hours']:>6.1f} h  own {v['own_coverage_pct']:>5.1f}%  "
-            f"inside {v['inside_share_pct']:>5.1f}%"
+            f"visits {v['own_visits']:>4}"
         )
 
 

@@ -21,6 +21,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
+from api.coverage import vehicles
 from api.reports import labels, response_times
 from api.reports.csvfile import FORMULA_START
 from api.reports.data import ReportData
@@ -44,6 +45,10 @@ def render_xlsx(data: ReportData) -> bytes:
         _colour_scale(sheet, frame, labels.UNIT_COLUMNS, "coverage_pct")
     ranking = book.create_sheet("车辆排名 Ranking")
     _table(ranking, data.ranking, labels.RANKING_COLUMNS, freeze="D3")
+    _rule_below(ranking, data)
+    not_ranked = book.create_sheet("未排名 Not ranked")
+    _table(not_ranked, data.not_ranked, labels.NOT_RANKED_COLUMNS, freeze="B3")
+    _rule_below(not_ranked, data)
     daily, columns = daily_km_wide(data.daily_km)
     _table(book.create_sheet("日里程 Daily km"), daily, columns, freeze="C3")
     _table(
@@ -97,6 +102,9 @@ def _about(sheet: Worksheet, data: ReportData) -> None:
         ("盲区单元", "Blind cells", data.blind.cells),
         ("生成时间 (UTC+8)", "Generated (UTC+8)", data.generated_at),
         ("评分权重", "Score weights", ", ".join(f"{k} {v:g}" for k, v in data.weights.items())),
+        ("排名规则", "Ranking rule (中文)", data.ranking_rule.get("zh", "")),
+        ("排名规则", "Ranking rule", data.ranking_rule.get("en", "")),
+        ("排名统计", "Ranking counts", vehicles.summary(data.ranking_counts)),
     ]
     if data.empty:
         rows.append(("说明", "Note", "窗口内无巡逻数据 No patrol data in this window"))
@@ -150,6 +158,20 @@ def _table(
     sheet.freeze_panes = freeze
     if columns:
         sheet.auto_filter.ref = f"A2:{get_column_letter(len(columns))}{max(sheet.max_row, 2)}"
+
+
+def _rule_below(sheet: Worksheet, data: ReportData) -> None:
+    """The ranking rule (中文, English) and its counts under a ranking table."""
+    start = sheet.max_row + 2  # one blank row after the table
+    texts = (
+        data.ranking_rule.get("zh", ""),
+        data.ranking_rule.get("en", ""),
+        vehicles.summary(data.ranking_counts),
+    )
+    for row, text in enumerate(texts, start=start):
+        cell = sheet.cell(row, 1, text)
+        text_cell(cell)
+        cell.font = NOTE_FONT
 
 
 def _append(sheet: Worksheet, values: list[Any]) -> None:

@@ -113,7 +113,11 @@ async def _with_geometry(
     }
 
 
-@router.get("/api/v1/vehicles/ranking", summary="Vehicle work and the award ranking (top 60 %)")
+@router.get(
+    "/api/v1/vehicles/ranking",
+    summary="Vehicles in service ranked by patrol work (best AWARD_SHARE awarded); the rule; "
+    "the vehicles not in service with their reasons",
+)
 async def ranking(
     request: Request,
     principal: Viewer,

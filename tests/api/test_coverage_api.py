@@ -211,13 +211,22 @@ def test_ranking_blind_spots_and_checkpoints(
         "/api/v1/vehicles/ranking", params=window, headers=auth(tokens["viewer"])
     ).json()
     rows = {v["identifier"]: v for v in ranking["vehicles"]}
-    one, two = rows[scene["one"]], rows[scene["two"]]
-    assert one["rank"] < two["rank"]
+    one = rows[scene["one"]]
     assert one["km"] == pytest.approx(scene["drive_m"] / 1000, rel=0.02)
+    # the vehicle without a fix is not in service: listed apart with its reason, not ranked
+    assert scene["two"] not in rows
+    two = next(v for v in ranking["not_ranked"] if v["identifier"] == scene["two"])
     assert two["km"] == 0
-    verdicts = [v["verdict"] for v in ranking["vehicles"]]
-    n = len(verdicts)
-    assert verdicts.count("award") == int(0.6 * n)
+    assert two["reasons"] == ["no_fixes"]
+    # the award share is of the vehicles in service, and only those with patrol work
+    n = len(ranking["vehicles"])
+    slots = ranking["counts"]["award_slots"]
+    assert slots == int(0.6 * n + 1e-9)
+    assert all(
+        v["verdict"] == ("no_patrol" if v["km"] <= 1 else "award")
+        for v in ranking["vehicles"]
+        if v["rank"] <= slots
+    )
     untouched = next(c for c in scene["codes"] if c not in (scene["g1"], scene["g2"]))
     spots = client.get(
         "/api/v1/coverage/blind-spots",
