@@ -102,11 +102,7 @@ async def serve_role(settings: Settings, url: str, role: str) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with running(
         settings, url, frozenset({role}), ingest_limiter=ingest_limiter(settings)
-    ) as services:
-        if services.osmand is not None:
-            log.info("OsmAnd listener on %s:%d", settings.osmand.host, services.osmand.port)
-        if services.jt808 is not None:
-            log.info("JT/T 808 listener on %s:%d", settings.jt808.host, services.jt808.port)
+    ):  # the listeners log their addresses themselves
         gc.collect()  # as the API's lifespan does: keep startup's objects out of full collections
         gc.freeze()
         announce_ready(role)
