@@ -24,6 +24,7 @@ from api.routers import (
     devices,
     grids,
     health,
+    home,
     incidents,
     jt808,
     live,
@@ -89,6 +90,8 @@ def create_app(
         version=__version__,
         summary="网格化管理与巡逻轨迹 · grid management and patrol tracking",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc from our own copies (api/routers/home.py), no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.login_limiter = SignInLimiter()  # per name and per address
@@ -99,6 +102,7 @@ def create_app(
     app.add_middleware(BodyGuard, settings=settings)
     routers = (
         health,
+        home,
         admin_areas,
         users,
         devices,

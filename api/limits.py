@@ -53,7 +53,11 @@ UPLOAD_ROUTES = (
     re.compile(r"/api/v1/layouts/[^/]+/replace/?"),
 )
 # Routes that take a body without a token (sign-in), with their own small limit.
-PUBLIC_BODY_ROUTES = {("POST", "/api/v1/auth/token"): SIGN_IN_MAX_BYTES}
+PUBLIC_BODY_ROUTES = {
+    ("POST", "/api/v1/auth/token"): SIGN_IN_MAX_BYTES,
+    ("POST", "/signin"): SIGN_IN_MAX_BYTES,  # the front door's form (api/routers/home.py)
+    ("POST", "/signout"): SIGN_IN_MAX_BYTES,  # checks the page's CSRF value itself
+}
 FD_RESERVE = 256  # descriptors kept for the database pool, files, logs
 
 

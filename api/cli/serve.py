@@ -106,14 +106,14 @@ def _admin_token_lines(base: str, token: str | None, kept: Path | None) -> list[
     if token is not None:
         return [
             f"  admin token {token}   (shown once; kept in {kept}, mode 0600)",
-            f"  map         {base}/map?token={token}",
+            f"  sign in     {base}/?token={token}   (the front door, signed in as admin)",
         ]
     if kept is not None:
         return [
             f"  admin token kept in {kept} (mode 0600; not shown again)",
-            f"  map         {base}/map?token=<the token in {kept}>",
+            f"  sign in     {base}/?token=<the token in {kept}>",
         ]
-    return [f"  map         {base}/map?token=<your token>  (gridpatrol users token admin)"]
+    return [f"  sign in     {base}/?token=<your token>  (gridpatrol users token admin)"]
 
 
 def run(
@@ -136,6 +136,7 @@ def run(
         base = f"http://{settings.api.host}:{settings.api.port}"
         typer.echo("")
         typer.echo(f"GridPatrol at {base}")
+        typer.echo(f"  front door  {base}/   (sign in; every page from there)")
         typer.echo(f"  health      {base}/healthz")
         typer.echo(f"  API docs    {base}/docs")
         if settings.osmand.enabled:

@@ -58,9 +58,10 @@ async def scope_bounds(
     return float(row[0]), float(row[1]), float(row[2]), float(row[3])
 
 
-def _page(html: str) -> HTMLResponse:
-    """A page with the pages' security headers (CSP with a nonce, no framing, no caching)."""
-    return html_page(html)
+def _page(html: str, request: Request | None = None) -> HTMLResponse:
+    """A page with the pages' security headers (CSP with a nonce, no framing, no caching) and
+    the navigation bar."""
+    return html_page(html, request=request)
 
 
 @router.get("/maps/dispatch", response_class=HTMLResponse, summary="Dispatcher live map (派警)")
@@ -85,7 +86,7 @@ async def dispatch_page(
         layout_id=await active_layout(conn),
         refresh_s=settings.map.vehicle_refresh_s,
     )
-    return _page(maps_dispatch.dispatch_map(page))
+    return _page(maps_dispatch.dispatch_map(page), request)
 
 
 @router.get("/maps/coverage", response_class=HTMLResponse, summary="Colour grid map (网格彩图)")
@@ -126,7 +127,7 @@ async def coverage_page(
         units=summary["units"],
         note=summary.get("note"),
     )
-    return _page(maps_coverage.coverage_map(page))
+    return _page(maps_coverage.coverage_map(page), request)
 
 
 @router.get("/maps/track", response_class=HTMLResponse, summary="Track replay of a vehicle/day")
@@ -190,7 +191,7 @@ async def track_page(
         stop_minutes=s.stop_minutes,
         stop_radius_m=s.stop_radius_m,
     )
-    return _page(maps_track.track_map(page))
+    return _page(maps_track.track_map(page), request)
 
 
 async def layout_bounds(
@@ -239,4 +240,4 @@ async def planner_page(
         drafts=drafts,
         actives=actives,
     )
-    return _page(maps_planner.planner_map(page))
+    return _page(maps_planner.planner_map(page), request)

@@ -30,6 +30,7 @@ from api import admin_areas
 from api.auth import COOKIE, TokenInAddressRefused, Viewer
 from api.deps import Conn
 from api.forwarded import is_https, trusted_networks
+from api.web import with_nav
 from gis import maps
 
 router = APIRouter(tags=["pages"])
@@ -71,10 +72,13 @@ def page_headers(nonce: str | None = None) -> dict[str, str]:
     }
 
 
-def html_page(html: str, status_code: int = 200) -> HTMLResponse:
+def html_page(html: str, status_code: int = 200, *, request: Request | None = None) -> HTMLResponse:
     """A page with its security headers; every ``<script>`` of the page gets this response's
     nonce (they are all the server's own: folium's map script, the page configuration and
-    the links to ``/static``; data inside them is JSON-escaped, so it cannot open a tag)."""
+    the links to ``/static``; data inside them is JSON-escaped, so it cannot open a tag).
+    With the ``request``, a map page gets the navigation bar (``api.web``) on top."""
+    if request is not None:
+        html = with_nav(html, request)
     nonce = secrets.token_urlsafe(18)
     body = _SCRIPT_TAG.sub(f'<script nonce="{nonce}"', html)
     return HTMLResponse(body, status_code=status_code, headers=page_headers(nonce))
@@ -174,4 +178,4 @@ async def admin_map(
             ),
         )
     folium.LayerControl(collapsed=False).add_to(fmap)
-    return html_page(maps.render(fmap, title="GridPatrol · 行政区划 Admin areas"))
+    return html_page(maps.render(fmap, title="GridPatrol · 行政区划 Admin areas"), request=request)

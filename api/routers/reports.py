@@ -25,6 +25,7 @@ from api.routers.coverage import (
 )
 from api.routers.pages import token_redirect
 from api.scope import Scope
+from api.web import with_nav
 
 router = APIRouter(tags=["reports"])
 
@@ -69,4 +70,7 @@ async def coverage_report(
     headers = {"Content-Disposition": rendered.disposition, "Cache-Control": "private, no-store"}
     if rendered.note and rendered.note.isascii():
         headers["X-Report-Note"] = rendered.note
-    return Response(rendered.content, media_type=rendered.media_type, headers=headers)
+    content = rendered.content
+    if format == "html":  # read in the browser: with the navigation bar of every page
+        content = with_nav(content.decode("utf-8"), request, map_page=False).encode("utf-8")
+    return Response(content, media_type=rendered.media_type, headers=headers)

@@ -361,6 +361,21 @@ TABLE: dict[tuple[str, str], Case] = {
     # ---- scope-free
     ("GET", "/healthz"): Covered(reason="public liveness; no data"),
     ("POST", "/api/v1/auth/token"): Covered(reason="sign-in; the token carries the scope"),
+    ("POST", "/signin"): Covered(
+        reason="the front door's sign-in form; the token carries the scope"
+    ),
+    ("POST", "/signout"): Covered(reason="ends the caller's own session"),
+    ("GET", "/"): Covered(
+        reason="sign-in form, or the home page: its figures are counted in the scope and "
+        "checked against SQL by tests/api/test_home.py"
+    ),
+    ("GET", "/docs"): Covered(reason="API documentation (Swagger UI): no data"),
+    ("GET", "/redoc"): Covered(reason="API documentation (ReDoc): no data"),
+    ("GET", "/users"): Covered("test_users_stay_inside_the_scope"),
+    ("GET", "/api/v1/summary"): Covered(
+        reason="counts only (no rows or codes); checked against SQL per scope by "
+        "tests/api/test_home.py"
+    ),
     ("GET", "/api/v1/me"): Covered("test_me_reports_each_scope"),
     ("GET", "/ogc"): Covered(reason="OGC landing page: links only"),
     ("GET", "/ogc/conformance"): Covered(reason="OGC conformance classes: constants"),
@@ -390,6 +405,11 @@ TABLE: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/api/v1/devices/{device_id}/track"): Read(
         "viewer", "device", _get(lambda s, t: f"/api/v1/devices/{s.device[t]}/track?{TRACK}")
+    ),
+    ("GET", "/devices"): Page(
+        "viewer",
+        lambda s: f"/devices?q={s.device_ident['out']}",
+        lambda s: f'data-device="{s.device["out"]}"',
     ),
     ("GET", "/maps/track"): Read(
         "viewer", "device", _get(lambda s, t: f"/maps/track?device={s.device[t]}")
@@ -807,6 +827,9 @@ def test_users_stay_inside_the_scope(client: TestClient, scene: Scene) -> None:
     assert all(allowed("county", c) for u in listed for c in u["scope"] if c != "*")
     assert {u["name"] for u in listed} >= {f"scope-in-{n}"}
     assert f"scope-out-{n}" not in {u["name"] for u in listed}
+    page = client.get("/users", headers=county).text  # the users page lists the same
+    assert f"scope-in-{n}" in page
+    assert f"scope-out-{n}" not in page
     grant = {"name": f"scope-new-{n}", "role": "viewer", "scope": [OUT_COUNTY]}
     # granting beyond one's own scope is a refused field of the body (422, the users contract)
     assert client.post("/api/v1/users", json=grant, headers=county).status_code == 422
