@@ -132,7 +132,7 @@ def test_html_report_has_the_map_legend_tables_and_charts_offline(
     assert "L.map(" in page
     assert "覆盖率 Coverage" in page  # legend title, both languages
     assert "未巡逻 not patrolled" in page
-    assert "≥80% 80 % and more" in page
+    assert "≥ 90 %" in page  # the classes of gis.palette, as on the colour grid map
     # blind spots: the last 7 days of the window, here its one day
     assert "盲区（近1天未巡）" in page
     assert "Blind spots (unseen in the last 1 d)" in page
