@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection, sql
 
-from api.scope import Scope
 from tiles.ogc import TimeRange
+from tiles.scope import ScopeSql
 
 OPEN_INCIDENT = ("new", "dispatched", "accepted", "arrived")
 
@@ -36,7 +36,7 @@ class Collection:
     fid: str
     properties: str
     geom: str
-    scope: Callable[[Scope], sql.Composable]
+    scope: Callable[[ScopeSql], sql.Composable]
     temporal: str | None = None
     filters: dict[str, str] = field(default_factory=dict)
     tile_layer: str | None = None
@@ -159,7 +159,7 @@ class ItemQuery:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _where(c: Collection, scope: Scope, q: ItemQuery) -> tuple[sql.Composable, dict[str, Any]]:
+def _where(c: Collection, scope: ScopeSql, q: ItemQuery) -> tuple[sql.Composable, dict[str, Any]]:
     parts: list[sql.Composable] = [c.scope(scope)]
     params: dict[str, Any] = {**scope.params(), **q.extra}
     if c.uses_layout:
@@ -209,7 +209,7 @@ _FEATURE = (
 
 
 async def items(
-    conn: AsyncConnection[Any], c: Collection, scope: Scope, q: ItemQuery
+    conn: AsyncConnection[Any], c: Collection, scope: ScopeSql, q: ItemQuery
 ) -> tuple[int, list[dict[str, Any]]]:
     """(numberMatched, the page's features) of a collection."""
     where, params = _where(c, scope, q)
@@ -227,7 +227,7 @@ async def items(
 
 
 async def extent(
-    conn: AsyncConnection[Any], c: Collection, scope: Scope, q: ItemQuery
+    conn: AsyncConnection[Any], c: Collection, scope: ScopeSql, q: ItemQuery
 ) -> tuple[list[float] | None, list[str | None] | None]:
     """Spatial (CRS84 bbox) and temporal extent of the collection in the scope."""
     where, params = _where(c, scope, q)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from api.scope import Scope
+from tiles.scope import ScopeSql
 
 GeomFn = Callable[[str], sql.Composable]
 
@@ -42,7 +42,7 @@ class Layer:
     description: str
     geometry: str
     fields: dict[str, str]
-    select: Callable[[Scope, GeomFn], sql.Composed]
+    select: Callable[[ScopeSql, GeomFn], sql.Composed]
     minzoom: int = 0
     maxzoom: int = 22
     limit: int = 10_000
@@ -51,7 +51,7 @@ class Layer:
     params: tuple[str, ...] = field(default=())
 
 
-def _admin_areas(scope: Scope, disp: GeomFn) -> sql.Composed:
+def _admin_areas(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     return sql.SQL(
         """
         SELECT a.code, a.level, a.name_zh, a.name_en, a.households, a.synthetic, {geom}
@@ -69,7 +69,7 @@ def _admin_areas(scope: Scope, disp: GeomFn) -> sql.Composed:
 # visit gap. LATERAL subqueries keyed by the grid hit the grid_visit primary key (layout, day,
 # grid) once per day and grid, so the plan is the same index plan whatever the parameters (this
 # statement is prepared: a generic plan must stay fast).
-def _grids(scope: Scope, disp: GeomFn) -> sql.Composed:
+def _grids(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     return sql.SQL(
         """
         WITH g AS (
@@ -114,7 +114,7 @@ def _grids(scope: Scope, disp: GeomFn) -> sql.Composed:
     ).format(geom=mvt_geom(disp("g.geom")), scope=scope.where("g.code", "g.code"))
 
 
-def _alert_points(scope: Scope, disp: GeomFn) -> sql.Composed:
+def _alert_points(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     return sql.SQL(
         """
         SELECT a.id, a.kind, a.name, a.phone, a.village_code, a.synthetic, {geom}
@@ -129,7 +129,7 @@ def _alert_points(scope: Scope, disp: GeomFn) -> sql.Composed:
     )
 
 
-def _vehicles(scope: Scope, disp: GeomFn) -> sql.Composed:
+def _vehicles(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     return sql.SQL(
         """
         SELECT s.device_id AS id, d.identifier, d.plate, d.name, d.kind, d.home_village,
@@ -152,7 +152,7 @@ def _vehicles(scope: Scope, disp: GeomFn) -> sql.Composed:
 
 # One feature per stretch of the track without a gap longer than %(gap_s)s, so a vehicle whose
 # terminal was off does not get a straight line across the steppe.
-def _tracks(scope: Scope, disp: GeomFn) -> sql.Composed:
+def _tracks(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     return sql.SQL(
         """
         WITH p AS (

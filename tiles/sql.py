@@ -9,12 +9,10 @@ the tile's fitted affine map before projection; nothing is stored converted.
 
 from __future__ import annotations
 
-from functools import cache
-
 from psycopg import sql
 
-from api.scope import Scope
 from tiles.layers import LAYERS, Layer
+from tiles.scope import ScopeSql
 from tiles.tilemath import BUFFER, EXTENT, IDENTITY, Affine, Tile
 
 TILE_SQL = """
@@ -40,18 +38,19 @@ def _gcj02(column: str) -> sql.Composable:
     ).format(sql.SQL(column))
 
 
-def tile_query(layer: Layer, scope: Scope, *, gcj02: bool) -> sql.Composed:
+def tile_query(layer: Layer, scope: ScopeSql, *, gcj02: bool) -> sql.Composed:
     """The tile statement of ``layer`` for ``scope`` (parameters: ``tile_params`` + the layer's)."""
-    return _cached(layer.name, scope.unrestricted, gcj02)
-
-
-@cache
-def _cached(name: str, unrestricted: bool, gcj02: bool) -> sql.Composed:
     # the statement depends on the scope only through ``unrestricted`` (the codes are bound
     # parameters), so a handful of texts serve every user and stay prepared per connection
-    scope = Scope.everything() if unrestricted else Scope()
-    select = LAYERS[name].select(scope, _gcj02 if gcj02 else _plain)
-    return sql.SQL(TILE_SQL).format(select=select)
+    key = (layer.name, scope.unrestricted, gcj02)
+    query = _STATEMENTS.get(key)
+    if query is None:
+        select = LAYERS[layer.name].select(scope, _gcj02 if gcj02 else _plain)
+        query = _STATEMENTS[key] = sql.SQL(TILE_SQL).format(select=select)
+    return query
+
+
+_STATEMENTS: dict[tuple[str, bool, bool], sql.Composed] = {}
 
 
 def tile_params(layer: Layer, tile: Tile, affine: Affine = IDENTITY) -> dict[str, object]:

@@ -8,11 +8,9 @@ from urllib.parse import urlencode
 import numpy as np
 from psycopg import AsyncConnection, sql
 
-from api.layouts import get_layout
-from api.positions import device_in_scope
-from api.scope import Scope
 from gis.crs import wgs84_to_gcj02
 from tiles.layers import Layer
+from tiles.scope import ScopeSql
 from tiles.service import TileQuery
 from tiles.tilemath import MAX_ZOOM, MERCATOR_LAT
 
@@ -31,7 +29,7 @@ _EXTENT: dict[str, str] = {
 }
 
 
-def _scope_sql(layer: str, scope: Scope) -> sql.Composable:
+def _scope_sql(layer: str, scope: ScopeSql) -> sql.Composable:
     if layer == "admin_areas":
         return scope.where("a.code", with_grid_villages=True)
     if layer == "grids":
@@ -42,19 +40,12 @@ def _scope_sql(layer: str, scope: Scope) -> sql.Composable:
 
 
 async def extent(
-    conn: AsyncConnection[Any], layer: Layer, scope: Scope, params: dict[str, Any]
+    conn: AsyncConnection[Any], layer: Layer, scope: ScopeSql, params: dict[str, Any]
 ) -> tuple[float, float, float, float] | None:
     """(west, south, east, north) of the layer's features in the scope, or None when empty.
 
-    Raises
-    ------
-    api.errors.NotFound
-        For a layout or device outside the scope.
+    The caller checks first that the layout (grids) or device (tracks) is in the scope.
     """
-    if layer.name == "grids":
-        await get_layout(conn, scope, params["layout"])
-    if layer.name == "tracks":
-        await device_in_scope(conn, scope, params["device"])
     query = sql.SQL(
         "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ({}) AS x(e)"
     ).format(sql.SQL(_EXTENT[layer.name]).format(scope=_scope_sql(layer.name, scope)))

@@ -12,9 +12,9 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
 from api.auth import RequireRole
+from api.routers.tiles import TileAccess
 from api.settings import Settings
 from tests.conftest import auth
-from tiles.router import TileAccess
 
 PUBLIC = {
     "/healthz",
@@ -23,9 +23,6 @@ PUBLIC = {
     "/docs/oauth2-redirect",
     "/redoc",
     "/api/v1/auth/token",
-    "/",  # the front door: the sign-in form, or the home page of a session
-    "/signin",  # the front door's form (api/routers/home.py)
-    "/signout",  # checks the page's CSRF value itself
 }
 # plausible values for path parameters, so routing reaches the auth dependency
 PATH_VALUES = {"code": "152502000000", "name": "nobody", "id": "1", "layer": "grids"}

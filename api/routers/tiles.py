@@ -4,29 +4,47 @@ Tiles need a viewer token (header, page cookie or ``?token=``) and are cut to th
 scope. With ``GRIDPATROL_API_PUBLIC_TILES=true`` a request *without* a token gets the public
 layers (admin areas, grids) league-wide; a request with a bad token is still refused (401), and
 live vehicles, tracks and alert points always need a token.
+
+The layers' SQL and the tile maths live in ``tiles/`` (which imports nothing of the API); this
+router resolves each layer's parameters — the active layout, the coverage window whose
+``grid_visit`` rows it builds first, a device in scope — and hands them to ``tiles.service``.
+``TileState`` (one per app, on ``app.state.tiles``) remembers for a few seconds what every
+tile would otherwise ask again: the active layout, and that a (layout, window) has its
+``grid_visit`` rows built (``api.coverage.materialize.ensure``, which scans ``device_day``).
 """
 
 from __future__ import annotations
 
-from datetime import date
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from psycopg import AsyncConnection
 
+from api.admin_areas import LEVELS
 from api.auth import Principal, RequireRole, bearer_token
+from api.coverage import materialize
+from api.coverage.metrics import Window
 from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
-from api.errors import BadRequest, NotFound, Unauthorized
+from api.errors import BadRequest, NotFound, Unauthorized, Unprocessable
+from api.layouts import active_layout, get_layout
+from api.positions import device_in_scope
 from api.scope import Scope
 from api.settings import Settings
+from api.staff import ALERT_KINDS
+from gis.units import china_day_bounds, china_today
 from tiles import tilejson
 from tiles.layers import LAYERS, Layer
-from tiles.service import TileQuery, TileState, etag, layer_params, not_modified, render
+from tiles.service import TileQuery, etag, not_modified, render
 from tiles.tilemath import Tile, TileRangeError
 
 MVT = "application/vnd.mapbox-vector-tile"
 PUBLIC = Principal(name="public", role="viewer", scope=Scope.everything())
+MEMO_S = 30.0
 
 router = APIRouter(tags=["tiles"])
 
@@ -77,6 +95,104 @@ def parse_query(
 
 
 TileParams = Annotated[TileQuery, Depends(parse_query)]
+
+
+@dataclass
+class TileState:
+    """Short-lived memos shared by the tile requests of one app."""
+
+    ensured: dict[tuple[int, date, date], float] = field(default_factory=dict)
+    active: tuple[float, int | None] = (0.0, None)
+
+    async def active_layout(self, conn: AsyncConnection[Any]) -> int | None:
+        now = time.monotonic()
+        if self.active[0] <= now:
+            self.active = (now + MEMO_S, await active_layout(conn))
+        return self.active[1]
+
+    async def ensure_window(
+        self, conn: AsyncConnection[Any], updater: CoverageUpdater, layout: int, window: Window
+    ) -> None:
+        key = (layout, window.first, window.last)
+        now = time.monotonic()
+        if self.ensured.get(key, 0.0) > now:
+            return
+        await materialize.ensure(conn, updater, layout, window.first, window.last)
+        if len(self.ensured) > 10_000:
+            self.ensured.clear()
+        self.ensured[key] = now + MEMO_S
+
+
+async def layer_params(
+    conn: AsyncConnection[Any],
+    state: TileState,
+    updater: CoverageUpdater,
+    settings: Settings,
+    layer: Layer,
+    query: TileQuery,
+) -> dict[str, Any]:
+    """The layer's own statement parameters, validated (422) and defaulted.
+
+    Raises
+    ------
+    Unprocessable
+        For a value the layer cannot take (an unknown level or kind, a bad window, no device).
+    NotFound
+        For a layout that does not exist (or no active layout when none is named).
+    """
+    if layer.name == "admin_areas":
+        if query.level is not None and query.level not in LEVELS:
+            raise Unprocessable(f"level must be one of {', '.join(LEVELS)}", field="level")
+        return {"level": query.level}
+    if layer.name == "alert_points":
+        if query.kind is not None and query.kind not in ALERT_KINDS:
+            raise Unprocessable(f"kind must be one of {', '.join(ALERT_KINDS)}", field="kind")
+        return {"kind": query.kind}
+    if layer.name == "vehicles":
+        return {
+            "fresh_s": settings.map.vehicle_fresh_s,
+            "offline_s": settings.map.vehicle_offline_s,
+        }
+    if layer.name == "tracks":
+        if query.device is None:
+            raise Unprocessable("the tracks layer needs ?device=", field="device")
+        t0, t1 = china_day_bounds(query.day or china_today())
+        return {"device": query.device, "t0": t0, "t1": t1, "gap_s": settings.coverage.max_gap_s}
+    return await grid_params(conn, state, updater, settings, query)
+
+
+async def grid_params(
+    conn: AsyncConnection[Any],
+    state: TileState,
+    updater: CoverageUpdater,
+    settings: Settings,
+    query: TileQuery,
+) -> dict[str, Any]:
+    """Layout and coverage window of the grids layer; builds missing ``grid_visit`` days."""
+    layout = query.layout or await state.active_layout(conn)
+    if layout is None:
+        raise NotFound("no active layout; name one with ?layout=")
+    row = await (
+        await conn.execute("SELECT 1 FROM grid_layout WHERE id = %s", (layout,))
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no layout {layout}")
+    last = query.last or china_today()
+    window = Window.check(
+        query.first or last - timedelta(days=6),
+        last,
+        max_days=settings.coverage.max_window_days,
+    )
+    await state.ensure_window(conn, updater, layout, window)
+    blind_from = max(
+        window.first, window.last - timedelta(days=settings.coverage.blind_spot_days - 1)
+    )
+    return {
+        "layout": layout,
+        "days": [window.first + timedelta(days=i) for i in range(window.days)],
+        "b0": blind_from,
+        "gap": int(settings.coverage.visit_gap_s * 1e6),
+    }
 
 
 def _state(request: Request) -> TileState:
@@ -131,6 +247,10 @@ async def layer_tilejson(
     spec = _layer(layer, principal)
     updater: CoverageUpdater = request.app.state.coverage
     params = await layer_params(conn, _state(request), updater, settings, spec, query)
+    if spec.name == "grids":
+        await get_layout(conn, principal.scope, params["layout"])  # 404 outside the scope
+    if spec.name == "tracks":
+        await device_in_scope(conn, principal.scope, params["device"])
     bounds = await tilejson.extent(conn, spec, principal.scope, params)
     return tilejson.document(spec, _base_url(request), query, bounds)
 
