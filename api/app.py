@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
-from api import __version__, layout_ops
-from api.auth import SYSTEM, TokenStore
-from api.coverage.update import CoverageUpdater
+from api import __version__
 from api.db import database_url
-from api.dispatch.escalation import DispatchTicker
 from api.errors import install_handlers
-from api.ingest import partitions
-from api.ingest.store import Ingestor
-from api.ingest.writer import GroupWriter
 from api.limits import BodyGuard
-from api.protocols.jt808.server import Jt808Server
-from api.protocols.osmand_server import OsmAndServer
 from api.ratelimit import SignInLimiter, ingest_limiter
+from api.roles import ALL_IN_ONE, API, services
 from api.routers import (
     admin_areas,
     collections,
@@ -35,8 +24,10 @@ from api.routers import (
     devices,
     grids,
     health,
+    home,
     incidents,
     jt808,
+    live,
     maps,
     pages,
     positions,
@@ -46,145 +37,61 @@ from api.routers import (
 )
 from api.routers import tiles as tile_routes
 from api.settings import Settings, get_settings
-from api.tasks import Periodic
 
 log = logging.getLogger("gridpatrol")
 STATIC = Path(__file__).parent / "static"
 
 
-class _SweepingCheck:
-    """The pool's check of a connection before handing it out. One broken connection (the
-    database restarted, sessions terminated) means the idle rest are broken too: sweep them all
-    at once (``pool.check``) rather than let the next requests find them one by one behind the
-    pool's growing back-off — with ten dead connections that exceeds a request's timeout."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: str | None = None,
+    roles: Collection[str] = ALL_IN_ONE,
+) -> FastAPI:
+    """Build the app. ``database`` overrides the URL from settings (tests, ``gridpatrol serve``).
 
-    def __init__(self) -> None:
-        self.pool: AsyncConnectionPool | None = None
-        self._sweep: asyncio.Task[None] | None = None
-
-    async def __call__(self, conn: AsyncConnection[Any]) -> None:
-        try:
-            await AsyncConnectionPool.check_connection(conn)
-        except Exception:
-            if self.pool is not None and (self._sweep is None or self._sweep.done()):
-                self._sweep = asyncio.create_task(self.pool.check(), name="pool-sweep")
-            raise
-
-
-async def _drop_read_only(conn: AsyncConnection[Any]) -> None:
-    """On return to the pool: a session that began read-only (the database set read-only, a
-    standby) stays so after the database takes writes again; close it, the pool replaces it."""
-    if conn.info.parameter_status("default_transaction_read_only") == "on":
-        await conn.close()
-
-
-def _pool(url: str, settings: Settings) -> AsyncConnectionPool:
-    check = _SweepingCheck()
-    check.pool = AsyncConnectionPool(
-        url,
-        min_size=settings.db.pool_min,
-        max_size=settings.db.pool_max,
-        kwargs={
-            "autocommit": True,
-            # JIT compilation costs more than it saves on our short aggregate queries
-            "options": f"-c statement_timeout={settings.db.statement_timeout_ms} -c jit=off",
-        },
-        open=False,
-        name="gridpatrol",
-        check=check,  # a connection broken by a database restart is never handed out
-        reset=_drop_read_only,
-    )
-    return check.pool
-
-
-def _start_periodic(app: FastAPI, settings: Settings, pool: AsyncConnectionPool) -> Periodic:
-    """Background jobs: partitions ahead, coverage upkeep, scheduled layout switches."""
-    periodic = Periodic()
-    updater = CoverageUpdater(settings.coverage)
-    app.state.coverage = updater
-
-    async def partitions_ahead() -> None:
-        async with pool.connection() as conn:
-            await partitions.ensure_ahead(
-                conn, behind=1, ahead=settings.ingest.partitions_ahead_days
-            )
-
-    async def coverage_update() -> None:
-        async with pool.connection() as conn:
-            await updater.run(conn, max_steps=20)  # bounded; the rest next time
-
-    async def scheduled_layouts() -> None:
-        async with pool.connection() as conn:
-            await layout_ops.activate_due(conn, SYSTEM)
-
-    periodic.start("partitions", 3600.0, partitions_ahead)
-    periodic.start("coverage", settings.coverage.update_interval_s, coverage_update)
-    periodic.start("layouts", 60.0, scheduled_layouts)
-    ticker = DispatchTicker(settings.dispatch)
-    app.state.dispatch = ticker
-
-    async def dispatch_tick() -> None:  # escalation (网格预警 → 吹哨 → 报到) and the webhook
-        async with pool.connection() as conn:
-            await ticker.tick(conn)
-
-    periodic.start("dispatch", settings.dispatch.tick_s, dispatch_tick)
-    return periodic
-
-
-def create_app(settings: Settings | None = None, *, database: str | None = None) -> FastAPI:
-    """Build the app. ``database`` overrides the URL from settings (tests, ``gridpatrol serve``)."""
+    ``roles``: what runs in this process besides the routes (``api.roles``). The default, every
+    role, is one process doing it all (the tests' app, ``uvicorn --factory``);
+    ``gridpatrol serve --role api`` passes ``{"api"}``: no device listeners, no periodic jobs.
+    """
     settings = settings or get_settings()
     url = database or database_url(settings)
+    unknown = set(roles) - set(ALL_IN_ONE)
+    if unknown or API not in roles:
+        raise ValueError(f"roles must include 'api' and be among {sorted(ALL_IN_ONE)}: {roles}")
+    wanted = frozenset(roles)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = _pool(url, settings)
-        await pool.open(wait=True, timeout=30)
-        app.state.pool = pool
-        app.state.tokens = tokens = TokenStore(
-            pool, ttl=settings.api.token_cache_seconds, listen_url=url
-        )
-        await tokens.start()  # LISTEN for token changes from every process
-        ingestor = Ingestor(settings.ingest, osmand_require_key=settings.osmand.require_key)
-        writer = GroupWriter(url, ingestor, max_batch=settings.ingest.writer_max_batch)
-        app.state.ingestor, app.state.writer = ingestor, writer
-        await writer.start()
-        periodic = _start_periodic(app, settings, pool)
-        osmand = (
-            OsmAndServer(settings.osmand, writer, limiter=app.state.ingest_limiter)
-            if settings.osmand.enabled
-            else None
-        )
-        app.state.osmand = osmand
-        if osmand is not None:
-            await osmand.start()
-        jt808_server = Jt808Server(settings.jt808, writer, pool) if settings.jt808.enabled else None
-        app.state.jt808 = jt808_server
-        if jt808_server is not None:
-            await jt808_server.start()
-        # What startup made (modules, the app, caches) lives as long as the process: keep it out
-        # of the collector's full passes, which otherwise scan all of it (≈ 180 ms with the
-        # libraries loaded, a stall every device waiting on a commit would feel). Collect first:
-        # garbage frozen now would never be freed (an app started again in the same process).
-        gc.collect()
-        gc.freeze()
-        try:
+        async with services.running(
+            settings, url, wanted, ingest_limiter=app.state.ingest_limiter
+        ) as running:
+            state = app.state
+            state.roles = wanted
+            state.pool, state.tokens, state.coverage = (
+                running.pool,
+                running.tokens,
+                running.coverage,
+            )
+            state.ingestor, state.writer = running.ingestor, running.writer
+            state.osmand, state.dispatch = running.osmand, running.dispatch
+            state.jt808 = running.terminals  # the local 808 server, or the relay to ingest
+            # What startup made (modules, the app, caches) lives as long as the process: keep it
+            # out of the collector's full passes, which otherwise scan all of it (≈ 180 ms with
+            # the libraries loaded, a stall every device waiting on a commit would feel). Collect
+            # first: garbage frozen now would never be freed (an app started again in the same
+            # process).
+            gc.collect()
+            gc.freeze()
             yield
-        finally:
-            if jt808_server is not None:
-                await jt808_server.stop()
-            if osmand is not None:
-                await osmand.stop()
-            await periodic.stop()
-            await writer.stop()
-            await tokens.stop()
-            await pool.close()
 
     app = FastAPI(
         title="GridPatrol",
         version=__version__,
         summary="网格化管理与巡逻轨迹 · grid management and patrol tracking",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc from our own copies (api/routers/home.py), no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.login_limiter = SignInLimiter()  # per name and per address
@@ -195,6 +102,7 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
     app.add_middleware(BodyGuard, settings=settings)
     routers = (
         health,
+        home,
         admin_areas,
         users,
         devices,
@@ -203,6 +111,7 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
         redraw,
         coverage,
         incidents,
+        live,  # Server-Sent Events for the dispatcher console
         jt808,
         pages,
         reports,

@@ -23,6 +23,9 @@ PUBLIC = {
     "/docs/oauth2-redirect",
     "/redoc",
     "/api/v1/auth/token",
+    "/",  # the front door: the sign-in form, or the home page of a session
+    "/signin",  # the front door's form (api/routers/home.py)
+    "/signout",  # checks the page's CSRF value itself
 }
 # plausible values for path parameters, so routing reaches the auth dependency
 PATH_VALUES = {"code": "152502000000", "name": "nobody", "id": "1", "layer": "grids"}
