@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from tiles import metrics as cover
 from tiles.scope import ScopeSql
 
 GeomFn = Callable[[str], sql.Composable]
@@ -63,12 +64,10 @@ def _admin_areas(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     ).format(geom=mvt_geom(disp("a.geom")), scope=scope.where("a.code", with_grid_villages=True))
 
 
-# Coverage attributes per grid over the window's days, exactly as api.coverage.metrics computes
-# them for level=grid: seen cells = bit_count of the OR of the per-day bitmaps; blind cells = cells
-# unseen since %(b0)s; visits = presence intervals of all vehicles merged when closer than the
-# visit gap. LATERAL subqueries keyed by the grid hit the grid_visit primary key (layout, day,
-# grid) once per day and grid, so the plan is the same index plan whatever the parameters (this
-# statement is prepared: a generic plan must stay fast).
+# Coverage attributes per grid over the window's days: the metrics of tiles.metrics, the ones
+# api.coverage.metrics sums per unit. LATERAL subqueries keyed by the grid hit the grid_visit
+# primary key (layout, day, grid) once per day and grid, so the plan is the same index plan
+# whatever the parameters (this statement is prepared: a generic plan must stay fast).
 def _grids(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     return sql.SQL(
         """
@@ -79,39 +78,39 @@ def _grids(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
              ORDER BY g.code LIMIT %(limit)s
         )
         SELECT g.code, g.village_code, v.name_zh AS village_name, g.n_cells AS cells,
-               coalesce(c.seen_cells, 0)::int AS seen_cells,
-               round((100.0 * coalesce(c.seen_cells, 0) / nullif(g.n_cells, 0))::numeric, 2)
-                   ::float8 AS coverage_pct,
+               coalesce(c.seen_cells, 0)::int AS seen_cells, {coverage_pct} AS coverage_pct,
                (g.n_cells - coalesce(c.recent_seen, 0))::int AS blind_cells,
-               vs.visits::int AS visits,
-               round((coalesce(c.metres, 0) / 1000.0)::numeric, 3)::float8 AS patrol_km,
-               round((coalesce(c.dwell_s, 0) / 3600.0)::numeric, 3)::float8 AS dwell_h,
+               vs.visits::int AS visits, {patrol_km} AS patrol_km, {dwell_h} AS dwell_h,
                to_char(c.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
                    AS last_patrol,
                {geom}
           FROM g CROSS JOIN b
           LEFT JOIN admin_area v ON v.code = g.village_code
           LEFT JOIN LATERAL (
-              SELECT bit_count(bit_or(gv.seen)) AS seen_cells,
-                     bit_count(bit_or(gv.seen) FILTER (WHERE gv.day >= %(b0)s::date))
-                         AS recent_seen,
-                     sum(gv.metres) AS metres, sum(gv.dwell_s) AS dwell_s,
-                     max(gv.last_seen) AS last_seen
+              SELECT {grid_aggregates}
                 FROM grid_visit gv
                WHERE gv.layout_id = %(layout)s::int AND gv.grid_id = g.id
                  AND gv.day = ANY(%(days)s::date[])
           ) c ON true
           CROSS JOIN LATERAL (
-              SELECT count(*) FILTER (WHERE m.reach IS NULL OR m.s > m.reach + %(gap)s::bigint)
-                         AS visits
-                FROM (SELECT u.s, max(u.e) OVER (ORDER BY u.s, u.e ROWS BETWEEN UNBOUNDED
-                                                 PRECEDING AND 1 PRECEDING) AS reach
-                        FROM grid_visit gv, unnest(gv.visit_start, gv.visit_end) AS u(s, e)
+              SELECT count(*) FILTER (WHERE {new_visit}) AS visits
+                FROM (SELECT u.s, {reach}
+                        FROM grid_visit gv, {intervals}
                        WHERE gv.layout_id = %(layout)s::int AND gv.grid_id = g.id
                          AND gv.day = ANY(%(days)s::date[])) m
           ) vs
         """
-    ).format(geom=mvt_geom(disp("g.geom")), scope=scope.where("g.code", "g.code"))
+    ).format(
+        geom=mvt_geom(disp("g.geom")),
+        scope=scope.where("g.code", "g.code"),
+        coverage_pct=cover.percent(sql.SQL("coalesce(c.seen_cells, 0)"), sql.SQL("g.n_cells")),
+        patrol_km=cover.km(sql.SQL("coalesce(c.metres, 0)")),
+        dwell_h=cover.hours(sql.SQL("coalesce(c.dwell_s, 0)")),
+        grid_aggregates=cover.GRID_AGGREGATES,
+        new_visit=cover.NEW_VISIT,
+        reach=cover.reach(),
+        intervals=cover.INTERVALS,
+    )
 
 
 def _alert_points(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
