@@ -348,7 +348,7 @@ LEFT_OUT = sql.SQL(
     """
     SELECT count(*) FILTER (WHERE NOT x.in_level)::int AS outside_level,
            count(*) FILTER (WHERE x.in_level AND NOT x.in_scope)::int AS outside_scope
-      FROM (SELECT {level} AS in_level, {scope} AS in_scope
+      FROM (SELECT coalesce({level}, false) AS in_level, coalesce({scope}, false) AS in_scope
               FROM device_state s JOIN device d ON d.id = s.device_id
              WHERE d.kind = 'vehicle' AND d.enabled AND s.status = 'available'
                AND s.fix_time > now() - %(max_age)s * interval '1 second'
