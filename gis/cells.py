@@ -350,3 +350,34 @@ def cells_near_segments(
         segs_out.append(seg[near])
         cells_out.append(found[cand[near]])
     return np.concatenate(segs_out), np.concatenate(cells_out)
+
+
+def cells_near_points(
+    lat: FloatArray, lon: FloatArray, *, res: int, radius_m: float
+) -> tuple[IntArray, IntArray]:
+    """Cells whose centre lies within ``radius_m`` of each point, and always the point's own.
+
+    ``cells_near_segments`` with each point as a segment of length 0, plus the cell holding the
+    point (a point nearer a neighbour's centre than ``radius_m`` to none still sees its own).
+
+    Parameters
+    ----------
+    lat, lon
+        Points, WGS-84 degrees.
+    res
+        H3 resolution of the cells sought.
+    radius_m
+        Radius, metres, > 0.
+
+    Returns
+    -------
+    point, cell
+        Distinct pairs (index into the point arrays, ``int64`` cell), ordered by point and cell.
+    """
+    lat, lon = _f64(lat), _f64(lon)
+    seg, cell = cells_near_segments(lat, lon, lat, lon, res=res, radius_m=radius_m)
+    own = latlng_to_cells(lat, lon, res)
+    point = np.concatenate([seg, np.arange(len(lat), dtype=np.int64)])
+    cell = np.concatenate([cell, own])
+    pairs = np.unique(np.column_stack([point, cell]), axis=0)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()

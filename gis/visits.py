@@ -7,6 +7,7 @@ run starts), and give the reference results the visit SQL is tested against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -209,6 +210,38 @@ class LayoutIndex:
         at = np.minimum(np.searchsorted(self.h3, cells), max(len(self.h3) - 1, 0))
         found = self.h3[at] == cells if len(self.h3) else np.zeros(len(cells), bool)
         return found, self.grid[at], self.pos[at]
+
+    def seen_cells(
+        self, grid_ids: IntArray, seen: Sequence[str | None]
+    ) -> tuple[IntArray, IntArray, BoolArray]:
+        """The cells of some grids with whether each one's bit is set, decoded at once.
+
+        Parameters
+        ----------
+        grid_ids
+            Sorted grid ids.
+        seen
+            Per grid id, its ``grid_visit.seen`` (or an OR of several) as PostgreSQL prints
+            ``bit varying`` (``'0110…'``, bit i = the grid's i-th cell in ``h3`` order), or
+            ``None`` when nothing of the grid was seen. A bitmap shorter than the grid leaves
+            its missing cells unseen.
+
+        Returns
+        -------
+        cells, grid, was_seen
+            The grids' cells in ``h3`` order, each one's grid id and whether it was seen.
+        """
+        ids = np.asarray(grid_ids, dtype=np.int64)
+        in_set = np.isin(self.grid, ids)
+        cells, grid, pos = self.h3[in_set], self.grid[in_set], self.pos[in_set]
+        row = np.searchsorted(ids, grid)
+        lengths = np.array([len(s) if s else 0 for s in seen], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        bits = np.frombuffer("".join(s or "" for s in seen).encode(), dtype=np.uint8) == ord("1")
+        has = lengths[row] > pos
+        was_seen = np.zeros(len(cells), dtype=bool)
+        was_seen[has] = bits[offsets[row[has]] + pos[has]]
+        return cells, grid, was_seen
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from api.coverage.vehicles import vehicle_layout
 from api.errors import NotFound
 from api.layouts import area_prefix, get_layout
 from api.scope import Scope
-from gis.cells import cell_centres
+from gis.cells import cells_near_points
 from gis.gridmethods import cell_polygons
 
 MAX_GRIDS = 2000
@@ -71,23 +71,25 @@ async def blind_spots(
     if not grids:
         raise NotFound(f"no grid {grid or village} in layout {layout_id}")
     index = await updater.layout_index(conn, layout_id)
-    features = []
-    for grid_id, code, seen in grids:
-        cells = np.sort(index.h3[index.grid == grid_id])
-        bits = (
-            np.frombuffer(seen.encode(), np.uint8) == ord("1")
-            if seen is not None
-            else np.zeros(len(cells), dtype=bool)
+    ids = np.array([g[0] for g in grids], dtype=np.int64)
+    by_id = np.argsort(ids)
+    cells, of_grid, was_seen = index.seen_cells(ids[by_id], [grids[i][2] for i in by_id])
+    # grids in the order of their codes (the query's), cells in h3 order within each
+    unseen = cells[~was_seen]
+    row = by_id[np.searchsorted(ids[by_id], of_grid[~was_seen])]
+    order = np.lexsort((unseen, row))
+    unseen, unseen_rank = unseen[order], row[order]
+    codes = [g[1] for g in grids]
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"h3": h3.int_to_str(int(cell)), "grid": codes[r]},
+            "geometry": shapely.geometry.mapping(poly),
+        }
+        for cell, r, poly in zip(
+            unseen, unseen_rank, cell_polygons(unseen.astype(np.uint64)), strict=True
         )
-        unseen = cells[~bits]
-        for cell, poly in zip(unseen, cell_polygons(unseen.astype(np.uint64)), strict=True):
-            features.append(
-                {
-                    "type": "Feature",
-                    "properties": {"h3": h3.int_to_str(int(cell)), "grid": code},
-                    "geometry": shapely.geometry.mapping(poly),
-                }
-            )
+    ]
     return {
         "type": "FeatureCollection",
         "features": features,
@@ -100,18 +102,6 @@ async def blind_spots(
             "blind_cells": len(features),
         },
     }
-
-
-def cells_within(lon: float, lat: float, radius_m: float, res: int) -> np.ndarray:
-    """Fine cells whose centre lies within ``radius_m`` of a point (at least its own cell)."""
-    centre = h3.latlng_to_cell(lat, lon, res)
-    k = int(np.ceil(radius_m / (h3.average_hexagon_edge_length(res, unit="m") * 1.5))) + 1
-    disk = np.array([h3.str_to_int(c) for c in h3.grid_disk(centre, k)], dtype=np.int64)
-    clon, clat = cell_centres(disk)
-    d = np.hypot((clon - lon) * 111_320 * np.cos(np.radians(lat)), (clat - lat) * 110_574)
-    keep = disk[d <= radius_m]
-    own = np.array([h3.str_to_int(centre)], dtype=np.int64)
-    return np.union1d(keep, own)
 
 
 async def checkpoints(
@@ -138,10 +128,15 @@ async def checkpoints(
         )
     ).fetchall()
     index = await updater.layout_index(conn, layout_id)
-    rows: list[tuple[int, int, int]] = []
-    for pid, *_rest, x, y in points:
-        found, gid, pos = index.locate(cells_within(x, y, radius_m, updater.settings.resolution))
-        rows += [(pid, int(g), int(p)) for g, p in zip(gid[found], pos[found], strict=True)]
+    point, cell = cells_near_points(
+        np.array([p[5] for p in points], dtype=np.float64),
+        np.array([p[4] for p in points], dtype=np.float64),
+        res=updater.settings.resolution,
+        radius_m=radius_m,
+    )
+    found, gid, pos = index.locate(cell)
+    pid = np.array([p[0] for p in points], dtype=np.int64)[point[found]]
+    rows = list(zip(pid.tolist(), gid[found].tolist(), pos[found].tolist(), strict=True))
     visits: dict[int, list[str]] = {}
     if rows:
         hits = await (

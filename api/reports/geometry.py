@@ -160,15 +160,7 @@ def blind_cells(
         Per grid id, its ``bit varying`` as text (``'0110…'``, bit i = i-th cell by h3), or
         ``None`` when nothing of the grid was seen.
     """
-    in_scope = np.isin(index.grid, grid_ids)
-    cells, grid, pos = index.h3[in_scope], index.grid[in_scope], index.pos[in_scope]
-    row = np.searchsorted(grid_ids, grid)
-    lengths = np.array([len(s) if s else 0 for s in seen], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    bits = np.frombuffer("".join(s or "" for s in seen).encode(), dtype=np.uint8) == ord("1")
-    has = lengths[row] > pos
-    was_seen = np.zeros(len(cells), dtype=bool)
-    was_seen[has] = bits[offsets[row[has]] + pos[has]]
+    cells, _grid, was_seen = index.seen_cells(grid_ids, seen)
     return np.sort(cells[~was_seen]).astype(np.uint64)
 
 
