@@ -30,7 +30,7 @@ from api.db.copyio import read_grouped
 from api.progress import NullProgress, Progress
 from api.settings import CoverageSettings
 from gis.coverage import CellVisits, cell_visits
-from gis.units import UNIX_EPOCH_DAY, day_start_us
+from gis.units import PG_EPOCH_US, UNIX_EPOCH_DAY, day_start_us
 from gis.visits import GridDays, LayoutIndex, grid_days
 
 PIPELINE = 2  # chunks in the engine at once (the machine this was sized on has 2 cores)
@@ -103,7 +103,7 @@ class CoverageUpdater:
         s = self.settings
         return cell_visits(
             fixes["device"].astype(np.int64),
-            fixes["t"].astype(np.int64) + 946_684_800_000_000,
+            fixes["t"].astype(np.int64) + PG_EPOCH_US,
             fixes["lat"].astype(np.float64),
             fixes["lon"].astype(np.float64),
             res=s.resolution,
