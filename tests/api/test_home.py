@@ -23,6 +23,7 @@ from starlette.requests import Request
 
 from api import users
 from api.auth import SYSTEM, csrf_token
+from api.ratelimit import SignInLimiter
 from api.settings import Settings
 from api.web import next_path, prefers_html
 from tests.conftest import auth, run
@@ -126,9 +127,12 @@ def _keep_live(client: TestClient, scene: Scene) -> None:
 
 
 @pytest.fixture
-def browser(client: TestClient) -> Iterator[TestClient]:
+def browser(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The session's client acting as a browser: its cookies are cleared afterwards, so no
-    session leaks into other tests (a GET with the cookie counts as signed in)."""
+    session leaks into other tests (a GET with the cookie counts as signed in); its sign-ins
+    spend a limiter of this test's own (the session's may be drained by the rate-limit tests)."""
+    state = client.app.state._state  # type: ignore[attr-defined]
+    monkeypatch.setitem(state, "login_limiter", SignInLimiter())
     client.cookies.clear()
     try:
         yield client
