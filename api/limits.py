@@ -91,12 +91,20 @@ class ConnectionStats:
 CONNECTIONS = ConnectionStats()  # the HTTP API's (per process)
 
 
-def connection_counts(request: Request) -> dict[str, dict[str, int]]:
-    """What this process's listeners refused or closed (a dependency for the stats route)."""
+async def connection_counts(request: Request) -> dict[str, dict[str, int]]:
+    """What the listeners refused or closed (a dependency for the stats route): this process's
+    API, and its OsmAnd listener, or, where the OsmAnd listeners run in ingest processes
+    (``gridpatrol serve --role all``), theirs added up, asked over the relay."""
     counts = {"api": CONNECTIONS.as_dict()}
-    osmand = getattr(request.app.state, "osmand", None)
+    state = request.app.state
+    osmand = getattr(state, "osmand", None)
     if osmand is not None:
         counts["osmand"] = osmand.stats.as_dict()
+    else:
+        remote = getattr(state, "jt808", None)
+        gather = getattr(remote, "connections", None)  # api.roles.relay.RemoteTerminals
+        if gather is not None:
+            counts.update(await gather())
     return counts
 
 

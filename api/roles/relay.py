@@ -9,8 +9,9 @@ no 808 server) publishes the command on ``gridpatrol_jt808``; every ingest proce
 hold it. Every process "not here" (or no answer within ``WAIT_S``, or no ingest process at
 all): 409 ``terminal_offline``, as for a local server.
 
-The 808 counters and the connected terminals (``/api/v1/jt808/stats``, ``/terminals``) are asked
-of every ingest process the same way; each answers with its own (in pieces: a notification
+The 808 counters, the connected terminals (``/api/v1/jt808/stats``, ``/terminals``) and what the
+OsmAnd listeners refused or closed (``/api/v1/ingest/stats``) are asked of every ingest process
+the same way; each answers with its own (in pieces: a notification
 carries at most 8,000 bytes), and the API adds the counters up and joins the lists. It waits
 for as many answers as there are ingest processes listening (``pg_stat_activity``, their relay
 connections are named ``RELAY_NAME``), at most ``WAIT_S``.
@@ -41,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.errors import Conflict, DomainError, Unavailable, Unprocessable
 from api.protocols.jt808.commands import TerminalOffline
 from api.protocols.jt808.server import Jt808Server
+from api.protocols.osmand_server import OsmAndServer
 
 log = logging.getLogger("gridpatrol.relay")
 REQUESTS = "gridpatrol_jt808"
@@ -172,8 +174,14 @@ class _Gathering:
 class CommandOwner:
     """In an ingest process: send the commands for the terminals connected here."""
 
-    def __init__(self, server: Jt808Server, url: str, pool: AsyncConnectionPool) -> None:
-        self.server, self.pool = server, pool
+    def __init__(
+        self,
+        server: Jt808Server,
+        url: str,
+        pool: AsyncConnectionPool,
+        osmand: OsmAndServer | None = None,
+    ) -> None:
+        self.server, self.pool, self.osmand = server, pool, osmand
         self._listener = _Listener(url, REQUESTS, self._received, name=RELAY_NAME)
         self._running: set[asyncio.Task[None]] = set()
         self._bound_at: dict[int, float] = {}  # device id → when its terminal bound here
@@ -204,7 +212,7 @@ class CommandOwner:
         if request["op"] == "bound":
             self._replaced(request)
             return
-        if request["op"] in ("stats", "terminals"):
+        if request["op"] in ("stats", "terminals", "connections"):
             work = self._tell(request)
         else:
             conn = self.server.by_device.get(int(request["device_id"]))
@@ -229,6 +237,8 @@ class CommandOwner:
         server = self.server
         if request["op"] == "stats":
             value: Any = server.snapshot()
+        elif request["op"] == "connections":  # what this process's OsmAnd listener refused
+            value = {"osmand": self.osmand.stats.as_dict()} if self.osmand is not None else {}
         else:  # which process holds each: where a relayed command goes
             value = [{**t, "process": SENDER} for t in server.terminals()]
         await _notify_pieces(self.pool, request["id"], value)
@@ -367,6 +377,10 @@ class RemoteTerminals:
         if not answers:
             raise Unavailable(NO_INGEST)
         return {**add_up(answers), "processes": len(answers)}
+
+    async def connections(self) -> dict[str, Any]:
+        """What the ingest processes' listeners refused or closed, added up (``{}``: none)."""
+        return add_up(await self._gather("connections"))
 
     async def terminal_list(self) -> list[dict[str, Any]]:
         """The terminals connected to any ingest process, by device id."""

@@ -157,7 +157,7 @@ async def running(
                 stack.push_async_callback(jt808.stop)
                 services.jt808 = services.terminals = jt808
                 if API not in roles:  # commands come from API processes
-                    owner = CommandOwner(jt808, url, pool)
+                    owner = CommandOwner(jt808, url, pool, osmand=services.osmand)
                     await owner.start()
                     stack.push_async_callback(owner.stop)
         elif API in roles and settings.jt808.enabled:
