@@ -52,10 +52,15 @@ def test_dispatch_page_is_offline_safe_with_live_layers() -> None:
     assert "/static/vendor/Leaflet.VectorGrid.bundled.min.js" in html
     assert "/static/maps/gridpatrol.js" in html
     assert html.count("L.realtime(") == 2  # vehicles and incidents
-    assert '"interval": 5000' in html
+    # changes are pushed (Server-Sent Events); the layers poll only as a slow safety net
+    assert '"start": false' in html
+    assert '"interval": 60000' in html
     assert "/tiles/grids/{z}/{x}/{y}.pbf?layout=7" in html
-    assert "/tiles/alert_points/{z}/{x}/{y}.pbf" in html
     config = _config(html)
+    assert config["streamUrl"] == "/api/v1/live/stream"
+    assert config["vehiclesUrl"] == "/api/v1/live/vehicles"
+    assert config["alertPointsUrl"] == "/api/v1/live/alert-points"  # clustered on the page
+    assert "GP.startConsole(" in html
     assert config["gcj02"] is False
     assert config["csrf"] == "csrf-of-the-session"
     assert "token" not in config  # the bearer token never reaches the page's script
@@ -67,8 +72,7 @@ def test_dispatch_page_is_offline_safe_with_live_layers() -> None:
 def test_amap_pages_ask_for_gcj02_tiles_and_convert() -> None:
     html = _dispatch("amap")
     assert _config(html)["gcj02"] is True
-    assert "layout=7&crs=gcj02" in html
-    assert "/tiles/alert_points/{z}/{x}/{y}.pbf?crs=gcj02" in html
+    assert "layout=7&crs=gcj02" in html  # grids tiles; the live points convert in gridpatrol.js
     assert "webrd0{s}.is.autonavi.com" in html
     assert "tile.openstreetmap.org" not in html  # one basemap per page: no mixed datums
 
