@@ -115,10 +115,10 @@ def _about(sheet: Worksheet, data: ReportData) -> None:
     sheet.append(["项目", "Item", "值 Value"])
     for cell in sheet[1]:
         cell.font, cell.fill = HEADER_FONT, HEADER_FILL
-    for zh, en, value in rows:
-        _append(sheet, [zh, en, value])
+    for row_number, (zh, en, value) in enumerate(rows, start=2):
+        _put(sheet, row_number, [zh, en, value])
         if zh in ("说明", "合成数据"):
-            sheet.cell(sheet.max_row, 3).font = NOTE_FONT
+            sheet.cell(row_number, 3).font = NOTE_FONT
     for row in sheet.iter_rows(min_row=2, min_col=3, max_col=3):
         for cell in row:
             if hasattr(cell.value, "year"):
@@ -146,8 +146,10 @@ def _table(
             cell.font, cell.fill = HEADER_FONT, HEADER_FILL
             cell.alignment = Alignment(wrap_text=True, vertical="top")
     keys = [c.key for c in columns]
-    for record in frame[keys].itertuples(index=False, name=None):
-        _append(sheet, [_excel(v, c.kind) for v, c in zip(record, columns, strict=True)])
+    first = sheet.max_row + 1  # after the header rows (asked once: it walks every cell)
+    for row_number, record in enumerate(frame[keys].itertuples(index=False, name=None), first):
+        values = [_excel(v, c.kind) for v, c in zip(record, columns, strict=True)]
+        _put(sheet, row_number, values)
     for i, column in enumerate(columns, start=1):
         letter = get_column_letter(i)
         fmt = labels.NUMBER_FORMAT.get(column.kind)
@@ -174,11 +176,11 @@ def _rule_below(sheet: Worksheet, data: ReportData) -> None:
         cell.font = NOTE_FONT
 
 
-def _append(sheet: Worksheet, values: list[Any]) -> None:
-    """Append a row in which every text is a text cell, never a formula: openpyxl stores a
+def _put(sheet: Worksheet, row: int, values: list[Any]) -> None:
+    """Write row ``row`` in which every text is a text cell, never a formula: openpyxl stores a
     string starting with ``=`` as a live formula (a plate ``=1+1`` or a layout named
-    ``=HYPERLINK(…)`` would run in the reader's Excel)."""
-    row = sheet.max_row + 1  # after the header rows
+    ``=HYPERLINK(…)`` would run in the reader's Excel). The caller counts the rows: asking the
+    sheet for its ``max_row`` walks every cell, which made a league's 8,704 grids quadratic."""
     for col, value in enumerate(values, start=1):
         cell = sheet.cell(row, col)
         cell.value = value
