@@ -18,7 +18,9 @@ Ranks are competition ranks (1, 1, 3) over the score rounded to 4 decimals: equa
 a rank. A vehicle is awarded when its rank is within ``floor(AWARD_SHARE × in service)``, so a
 tie at the cut is awarded whole (the cut never splits a tie), and flagged when its rank is past
 ``in service − ceil(FLAG_SHARE × in service)`` (a tie at that cut is kept whole). A vehicle that
-drove ``NO_PATROL_KM`` or less, or whose score is 0, is ``no_patrol`` whatever its rank.
+drove ``NO_PATROL_KM`` or less, or whose score is 0, is ``no_patrol``, never awarded, and ranked
+after every vehicle that patrolled (hours parked in its own grid do not lift it above one that
+drove).
 """
 
 from __future__ import annotations
@@ -204,12 +206,14 @@ def score(
     }
     parts = {k: weights.get(k, 0.0) * v for k, v in scaled.items()}
     total = np.round(np.sum(list(parts.values()), axis=0), 4)
-    # competition ranks: 1 + how many score strictly more
-    rank = np.searchsorted(np.sort(-total), -total, side="left") + 1
+    no_patrol = (km <= no_patrol_km) | (total <= 0)
+    # competition ranks: 1 + how many rank strictly before; a vehicle without patrol comes
+    # after every one with it (its key is shifted below the lowest score)
+    key = np.where(no_patrol, total - (np.ptp(total) + 1.0), total)
+    rank = np.searchsorted(np.sort(-key), -key, side="left") + 1
     n = len(rows)
     awarded = int(np.floor(award_share * n + 1e-9))
     flagged = int(np.ceil(flag_share * n - 1e-9))
-    no_patrol = (km <= no_patrol_km) | (total <= 0)
     verdict = np.where(rank <= awarded, "award", np.where(rank > n - flagged, "flagged", "keep"))
     verdict = np.where(no_patrol, "no_patrol", verdict)
     order = np.lexsort((np.array([str(r["identifier"]) for r in rows]), rank))
@@ -269,7 +273,7 @@ def rule(
         f"得分 = {zh_score}（里程、时长、巡查次数按在役最佳车辆归一，各项 0–1）。"
         f"在役车辆（{in_service} 辆）得分前 {award:.0%}（名次 ≤ {awarded_slots}）嘉奖，"
         f"后 {flag:.0%} 待改进；同分同名次，并列跨越嘉奖线时一并嘉奖。"
-        f"窗口内里程不超过 {km:g} km 的车辆评为“无巡逻”，不予嘉奖。"
+        f"窗口内里程不超过 {km:g} km 的车辆评为“无巡逻”，不予嘉奖，名次排在所有有巡逻的车辆之后。"
     )
     en = (
         f"In service: {en_mode}; disabled, unassigned, idle vehicles and those with fixes on "
@@ -278,7 +282,8 @@ def rule(
         f"each part 0–1). The best {award:.0%} of the {in_service} vehicles in service "
         f"(rank ≤ {awarded_slots}) are awarded (嘉奖), the bottom {flag:.0%} flagged (待改进); "
         f"equal scores share a rank and a tie at the award cut is awarded whole. A vehicle "
-        f"that drove {km:g} km or less in the window is 'no patrol' (无巡逻), never awarded."
+        f"that drove {km:g} km or less in the window is 'no patrol' (无巡逻), never awarded, "
+        f"and ranked after every vehicle that patrolled."
     )
     return {"zh": zh, "en": en}
 
