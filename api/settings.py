@@ -347,6 +347,29 @@ class RolesSettings(BaseSettings):
     )
 
 
+class DemoSettings(BaseSettings):
+    """The living demo of ``gridpatrol run`` / ``make run`` (``GRIDPATROL_DEMO_…``): a simulated
+    fleet reporting in real time, and its past week stored once (``api.demofleet``)."""
+
+    model_config = _config("GRIDPATROL_DEMO_")
+
+    vehicles: int = Field(
+        default=200, ge=0, le=20_000, description="live demo vehicles, 2 per village; 0 = off"
+    )
+    area: str = Field(
+        default="", max_length=12, pattern=r"^\d*$", description="only villages under this code"
+    )
+    interval_s: float = Field(default=10.0, ge=1, le=600, description="seconds between fixes")
+    shift_hours: float = Field(default=4.0, gt=0, le=24, description="one patrol shift")
+    history_days: int = Field(
+        default=7, ge=0, le=31, description="past days of shifts stored on first start; 0 = none"
+    )
+    history_interval_s: float = Field(
+        default=30.0, ge=1, le=600, description="seconds between the history's fixes"
+    )
+    seed: int = Field(default=110, description="random seed of the demo tracks")
+
+
 @dataclass
 class Settings:
     """All settings of one process: from the environment, or built with overrides in tests."""
@@ -361,6 +384,7 @@ class Settings:
     map: MapSettings = field(default_factory=MapSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     roles: RolesSettings = field(default_factory=RolesSettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
 
 
 def get_settings() -> Settings:

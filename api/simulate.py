@@ -145,9 +145,15 @@ def as_batch(
 
 
 async def send_batch(
-    conn: AsyncConnection[Any], settings: Settings, batch: FixBatch, *, progress: Progress
+    conn: AsyncConnection[Any],
+    settings: Settings,
+    batch: FixBatch,
+    *,
+    progress: Progress,
+    source_crs: str | None = None,
 ) -> SendReport:
-    """Store through the batch ingest core path, time-ordered chunks, in this process."""
+    """Store through the batch ingest core path, time-ordered chunks, in this process
+    (coordinates in ``source_crs`` when given, else in each device's declared datum)."""
     report = SendReport()
     began = time.perf_counter()
     order = np.argsort(batch.time_us, kind="stable")
@@ -156,7 +162,7 @@ async def send_batch(
     for start in range(0, len(batch), BATCH_CHUNK):
         chunk = batch.take(order[start : start + BATCH_CHUNK])
         await ingestor.prepare(conn, chunk)
-        result = await ingestor.store(conn, chunk, protocol="batch")
+        result = await ingestor.store(conn, chunk, protocol="batch", source_crs=source_crs)
         report.answers.update({k: v for k, v in result.counts().items() if v})
         report.sent += len(chunk)
         task.advance(len(chunk))

@@ -75,11 +75,15 @@ def serve(
             cluster_for(settings).stop()
 
 
-def _supervise(settings: Settings, url: str, *, host: str | None, port: int | None) -> int:
-    """Run the roles as child processes until Ctrl-C (``api.roles.supervisor``)."""
+def _supervise(
+    settings: Settings, url: str, *, host: str | None, port: int | None, demo: bool = False
+) -> int:
+    """Run the roles as child processes until Ctrl-C (``api.roles.supervisor``); with ``demo``
+    the living demo's fleet too (``api.demofleet``)."""
     api_args = [*(["--host", host] if host else []), *(["--port", str(port)] if port else [])]
     env = {**os.environ, "DATABASE_URL": url}
-    return Supervisor(settings.roles, env, api_args=api_args).run()
+    extra = [("demo", ["-m", "api.demofleet"])] if demo else []
+    return Supervisor(settings.roles, env, api_args=api_args, extra=extra).run()
 
 
 def _admin_token(settings: Settings, url: str) -> tuple[str | None, Path | None]:
@@ -152,8 +156,14 @@ def run(
             f"  processes   api, {roles.ingest_processes} ingest, {roles.worker_processes} "
             "worker  (GRIDPATROL_ROLES_INGEST_PROCESSES, _WORKER_PROCESSES)"
         )
+        live_demo = demo and settings.demo.vehicles > 0
+        if live_demo:
+            typer.echo(
+                f"  demo fleet  {settings.demo.vehicles} vehicles reporting live, the past "
+                f"{settings.demo.history_days} days stored once  (GRIDPATROL_DEMO_VEHICLES=0: off)"
+            )
         typer.echo("Ctrl-C stops the server.")
-        status = _supervise(settings, url, host=None, port=None)
+        status = _supervise(settings, url, host=None, port=None, demo=live_demo)
         if status:
             raise typer.Exit(status)
     except KeyboardInterrupt:

@@ -63,6 +63,7 @@ class Supervisor:
         env: dict[str, str],
         *,
         api_args: Sequence[str] = (),
+        extra: Sequence[tuple[str, list[str]]] = (),
         out: IO[str] | None = None,
     ) -> None:
         self.settings = settings
@@ -83,6 +84,8 @@ class Supervisor:
                 for i in range(settings.worker_processes)
             ),
             Child(API, [*base, API, *api_args]),
+            # beside the roles, watched the same way (gridpatrol run: the living demo's fleet)
+            *(Child(name, [sys.executable, *argv]) for name, argv in extra),
         ]  # fmt: skip
 
     # ---- output ------------------------------------------------------------------------------

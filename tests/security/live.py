@@ -32,6 +32,7 @@ class Live:
     osmand: int
     pid: int
     log: Path
+    jt808: int = 0
 
     @property
     def base(self) -> str:
@@ -69,7 +70,7 @@ def live_server(url: str, state: Path, name: str, **env: str) -> Iterator[Live]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        live = Live(api=api, osmand=osmand, pid=proc.pid, log=log_path)
+        live = Live(api=api, osmand=osmand, pid=proc.pid, log=log_path, jt808=jt808)
         try:
             _wait_until_up(proc, live)
             yield live

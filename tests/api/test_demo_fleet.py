@@ -1,0 +1,128 @@
+"""The living demo (``api.demofleet``, started by ``gridpatrol run``): against a real
+``gridpatrol serve``, the fleet's past shifts are stored once, and then the same vehicles report
+live, half over OsmAnd and half as JT/T 808 terminals, within a minute of the start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.demofleet import halves, history_shifts
+from api.simulate import Fleet
+from tests.security.live import HOST, OUTPUT, Live, live_server
+
+pytestmark = pytest.mark.usefixtures("demo")
+VEHICLES = 4
+WITHIN_S = 60  # the issue's promise: moving vehicles within a minute of "ready"
+
+
+@pytest.fixture(scope="module")
+def server(db_url: str, workdir: Path) -> Iterator[Live]:
+    with live_server(db_url, workdir / "state-demo-fleet", "demo_fleet") as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def area(db_url: str) -> str:
+    """The league's last township (no other test drives there)."""
+    with psycopg.connect(db_url, autocommit=True) as db:
+        row = db.execute(
+            "SELECT code FROM admin_area WHERE level = 'township' ORDER BY code DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])[:9]
+
+
+def test_the_fleet_is_split_between_the_protocols_village_by_village() -> None:
+    fleet = Fleet([f"v{i}" for i in range(6)], ["a", "a", "b", "b", "c", "c"], list("xxyyzz"))
+    osmand, jt808 = halves(fleet)
+    assert osmand.identifiers == ["v0", "v2", "v4"]
+    assert jt808.identifiers == ["v1", "v3", "v5"]
+    assert osmand.villages == jt808.villages == ["a", "b", "c"]
+    day = 86_400_000_000
+    assert history_shifts(10 * day, 3, 4.0) == [7 * day, 8 * day, 9 * day]
+    assert history_shifts(10 * day, 0, 4.0) == []
+
+
+def test_history_once_then_live_over_both_protocols(server: Live, db_url: str, area: str) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "GRIDPATROL_OSMAND_HOST": HOST,
+        "GRIDPATROL_OSMAND_PORT": str(server.osmand),
+        "GRIDPATROL_JT808_HOST": HOST,
+        "GRIDPATROL_JT808_PORT": str(server.jt808),
+        "GRIDPATROL_DEMO_VEHICLES": str(VEHICLES),
+        "GRIDPATROL_DEMO_AREA": area,
+        "GRIDPATROL_DEMO_INTERVAL_S": "2",
+        "GRIDPATROL_DEMO_SHIFT_HOURS": "0.5",
+        "GRIDPATROL_DEMO_HISTORY_DAYS": "2",
+        "GRIDPATROL_DEMO_HISTORY_INTERVAL_S": "60",
+    }
+    began = time.time()
+    log_path = OUTPUT / "demo_fleet_process.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.demofleet"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            live = _wait_for_live(db_url, area, began, proc, log_path)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    # every vehicle reports live, each half over its own protocol
+    assert len(live) == VEHICLES, live
+    protocols = {identifier[-1]: protocol for identifier, protocol in live.items()}
+    assert protocols == {"1": "osmand", "2": "jt808"}, live
+    with psycopg.connect(db_url, autocommit=True) as db:
+        days = db.execute(
+            "SELECT count(DISTINCT date_trunc('day', p.fix_time)), count(*) FROM position p "
+            "JOIN device d ON d.id = p.device_id WHERE d.identifier LIKE %s "
+            "AND p.fix_time < now() - interval '20 hours' AND p.protocol = 'batch'",
+            (f"sim-{area}%",),
+        ).fetchone()
+        stored_once = db.execute("SELECT value FROM app_meta WHERE key = 'demo.history'").fetchone()
+    assert days is not None
+    assert days[0] >= 2, days  # the past shifts, one a day
+    assert days[1] > 0
+    assert stored_once == ("2",)
+
+
+def _wait_for_live(
+    url: str, area: str, began: float, proc: subprocess.Popen[bytes], log_path: Path
+) -> dict[str, str]:
+    """identifier → protocol of the area's demo vehicles whose latest fix came live (not the
+    history's batch) after ``began``; waits until every vehicle has one (or the deadline)."""
+    live: dict[str, str] = {}
+    deadline = began + WITHIN_S
+    with psycopg.connect(url, autocommit=True) as db:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"the demo fleet exited:\n{log_path.read_text()[-3000:]}")
+            rows = db.execute(
+                "SELECT d.identifier, s.protocol FROM device_state s "
+                "JOIN device d ON d.id = s.device_id WHERE d.identifier LIKE %s "
+                "AND s.received_at > to_timestamp(%s) AND s.protocol <> 'batch'",
+                (f"sim-{area}%", began),
+            ).fetchall()
+            live = dict(rows)
+            if len(live) >= VEHICLES:
+                break
+            time.sleep(1)
+    return live
