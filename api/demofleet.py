@@ -29,7 +29,11 @@ import numpy as np
 from psycopg import AsyncConnection
 
 from api import simulate as sim
+from api.auth import SYSTEM
 from api.db import database_url
+from api.dispatch.simulate import simulate_incidents
+from api.dispatch.workflow import transition
+from api.errors import DomainError
 from api.progress import NullProgress
 from api.protocols.jt808.fleet import assign_phones, send_jt808
 from api.roles import READY
@@ -170,15 +174,64 @@ async def run(settings: Settings) -> None:
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         fleet = await sim.load_fleet(conn, demo.vehicles, area_prefix=demo.area)
         await sim.register_fleet(conn, fleet, np.zeros(len(fleet.identifiers), dtype=bool))
-    history = asyncio.create_task(_history(settings, url, fleet))
+    history = asyncio.create_task(_history(settings, url, fleet), name="demo history")
     history.add_done_callback(_said)
+    if demo.incidents_per_hour > 0:
+        incidents = asyncio.create_task(_incidents(settings, url), name="demo calls")
+        incidents.add_done_callback(_said)
     await _live(settings, url, fleet)
 
 
 def _said(task: asyncio.Task[None]) -> None:
-    """A failed history is logged (the live fleet goes on; the next start tries again)."""
+    """A failed side task is logged (the live fleet goes on; the next start tries again)."""
     if not task.cancelled() and task.exception() is not None:
-        log.error("demo history failed: %s", task.exception())
+        log.error("%s failed: %s", task.get_name(), task.exception())
+
+
+STALE_DEMO_INCIDENTS = """
+SELECT id FROM incident
+ WHERE synthetic AND status = 'new' AND created_at < now() - make_interval(secs => %s)
+   AND coalesce(village_code, '') LIKE %s
+ ORDER BY id
+"""
+
+
+async def _incidents(settings: Settings, url: str) -> None:
+    """Calls at random alarm phones of the area (``INCIDENTS_PER_HOUR``, Poisson, flagged
+    synthetic) for the dispatchers to handle; a demo call nobody took within
+    ``INCIDENT_TTL_H`` is cancelled with that reason, so the list does not grow without end."""
+    demo = settings.demo
+    batch = 0
+    while True:
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            await simulate_incidents(
+                conn,
+                SYSTEM,
+                settings.dispatch,
+                rate_per_s=demo.incidents_per_hour / 3600.0,
+                count=10,
+                area=demo.area,
+                seed=demo.seed + 7919 * batch + int(time.time()),
+                speedup=1.0,
+                on_created=lambda row: log.info(
+                    "demo call: incident #%s %s", row["id"], row["kind"]
+                ),
+            )
+            stale = await (
+                await conn.execute(
+                    STALE_DEMO_INCIDENTS, (demo.incident_ttl_h * 3600, demo.area + "%")
+                )
+            ).fetchall()
+            for (incident_id,) in stale:
+                with contextlib.suppress(DomainError):  # taken meanwhile: left to its dispatcher
+                    await transition(
+                        conn,
+                        SYSTEM,
+                        int(incident_id),
+                        "cancel",
+                        note={"reason": "演示警情无人处置 demo call not taken"},
+                    )
+        batch += 1
 
 
 async def _history(settings: Settings, url: str, fleet: sim.Fleet) -> None:

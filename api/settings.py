@@ -367,6 +367,12 @@ class DemoSettings(BaseSettings):
     history_interval_s: float = Field(
         default=30.0, ge=1, le=600, description="seconds between the history's fixes"
     )
+    incidents_per_hour: float = Field(
+        default=4.0, ge=0, le=3600, description="demo calls at random alarm phones; 0 = none"
+    )
+    incident_ttl_h: float = Field(
+        default=2.0, gt=0, le=168, description="a demo call nobody took is cancelled after this"
+    )
     seed: int = Field(default=110, description="random seed of the demo tracks")
 
 

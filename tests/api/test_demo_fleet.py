@@ -66,6 +66,8 @@ def test_history_once_then_live_over_both_protocols(server: Live, db_url: str, a
         "GRIDPATROL_DEMO_SHIFT_HOURS": "0.5",
         "GRIDPATROL_DEMO_HISTORY_DAYS": "2",
         "GRIDPATROL_DEMO_HISTORY_INTERVAL_S": "60",
+        "GRIDPATROL_DEMO_INCIDENTS_PER_HOUR": "3600",  # a call a second
+        "GRIDPATROL_DEMO_INCIDENT_TTL_H": "0.0005",  # untaken for 1.8 s: cancelled
     }
     began = time.time()
     log_path = OUTPUT / "demo_fleet_process.log"
@@ -79,6 +81,7 @@ def test_history_once_then_live_over_both_protocols(server: Live, db_url: str, a
         )
         try:
             live = _wait_for_live(db_url, area, began, proc, log_path)
+            calls = _wait_for_calls(db_url, area, began, proc, log_path)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -102,6 +105,10 @@ def test_history_once_then_live_over_both_protocols(server: Live, db_url: str, a
     assert days[0] >= 2, days  # the past shifts, one a day
     assert days[1] > 0
     assert stored_once == ("2",)
+    # demo calls at the area's alarm phones, and the untaken ones cancelled with the reason
+    assert calls["new"] + calls["cancelled"] >= 10, calls
+    assert calls["cancelled"] >= 1, calls
+    assert calls["outside"] == 0, calls
 
 
 def _wait_for_live(
@@ -126,3 +133,31 @@ def _wait_for_live(
                 break
             time.sleep(1)
     return live
+
+
+def _wait_for_calls(
+    url: str, area: str, began: float, proc: subprocess.Popen[bytes], log_path: Path
+) -> dict[str, int]:
+    """Synthetic incidents since ``began``: new, cancelled as not taken, and any outside the
+    area; waits for the first batch (10) and a cancellation, at most a minute."""
+    counts: dict[str, int] = {}
+    deadline = time.time() + 60
+    with psycopg.connect(url, autocommit=True) as db:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"the demo fleet exited:\n{log_path.read_text()[-3000:]}")
+            row = db.execute(
+                "SELECT count(*) FILTER (WHERE status = 'new'), "
+                "count(*) FILTER (WHERE status = 'cancelled' AND EXISTS ("
+                "  SELECT 1 FROM incident_event e WHERE e.incident_id = i.id"
+                "  AND e.detail::text LIKE '%%demo call not taken%%')), "
+                "count(*) FILTER (WHERE coalesce(village_code, '') NOT LIKE %s) "
+                "FROM incident i WHERE synthetic AND created_at > to_timestamp(%s)",
+                (area + "%", began),
+            ).fetchone()
+            assert row is not None
+            counts = {"new": row[0], "cancelled": row[1], "outside": row[2]}
+            if counts["new"] + counts["cancelled"] >= 10 and counts["cancelled"] >= 1:
+                break
+            time.sleep(1)
+    return counts
