@@ -12,11 +12,13 @@ import pytest
 import shapely
 from fastapi.testclient import TestClient
 
+from api.coverage.metrics import Window, window_note
 from api.ingest.fixes import FixBatch
 from api.ingest.store import Ingestor
 from api.settings import IngestSettings
 from gis.coverage import cell_visits
 from gis.crs import haversine_m
+from gis.units import china_today
 from gis.visits import LayoutIndex, grid_days
 from tests.api.test_coverage_update import _update
 from tests.conftest import auth, run
@@ -201,6 +203,40 @@ def test_an_empty_window_is_zeros_with_a_note(
     assert body["note"].startswith("no patrol data")
     assert body["units"]
     assert all(float(u["coverage_pct"]) == 0 for u in body["units"])
+
+
+def test_a_future_window_says_so_instead_of_a_silent_zero(
+    client: TestClient, tokens: dict[str, str], scene: dict[str, Any]
+) -> None:
+    today = china_today()
+    ahead = (today + timedelta(days=30)).isoformat()
+    body = client.get(
+        "/api/v1/coverage",
+        params={"from": ahead, "to": ahead, "level": "county", "layout": scene["layout"]},
+        headers=auth(tokens["viewer"]),
+    ).json()
+    assert body["note"].startswith(f"the window starts after today ({today.isoformat()})")
+    assert "尚无数据" in body["note"]
+    # the colour grid map prints it where the reader looks
+    page = client.get(
+        "/maps/coverage",
+        params={"from": ahead, "to": ahead, "layout": scene["layout"]},
+        headers=auth(tokens["viewer"]),
+    )
+    assert page.status_code == 200
+    assert "the window starts after today" in page.text
+
+
+def test_window_notes_say_what_the_numbers_mean() -> None:
+    today = date(2026, 12, 7)
+    past = Window(date(2026, 12, 1), date(2026, 12, 7))
+    assert window_note(past, 5, 0, today) is None
+    assert "still being updated" in str(window_note(past, 5, 3, today))
+    assert str(window_note(past, 0, 0, today)).startswith("no patrol data")
+    running = Window(date(2026, 12, 5), date(2026, 12, 11))
+    assert "runs past today (2026-12-07)" in str(window_note(running, 5, 0, today))
+    future = Window(date(2026, 12, 8), date(2026, 12, 9))
+    assert "starts after today" in str(window_note(future, 0, 0, today))
 
 
 def test_ranking_blind_spots_and_checkpoints(
