@@ -63,7 +63,7 @@ def test_pages_load_offline_without_errors(
 
 
 def test_colour_grid_map_shows_coverage_and_blind_spots(
-    patrol: dict[str, Any], chromium: Chromium
+    patrol: dict[str, Any], demo: str, chromium: Chromium
 ) -> None:
     run = chromium.open("/maps/coverage", patrol["viewer"])
     page = run.page
@@ -94,6 +94,27 @@ def test_colour_grid_map_shows_coverage_and_blind_spots(
     page.wait_for_function(
         "document.querySelectorAll('path.gp-blind').length > 0", timeout=WAIT_MS
     )  # nobody patrolled here this week: all blind
+    # the grid's worker, name and phone, from the scoped grid API (not from the public tiles)
+    page.wait_for_function(
+        "(document.querySelector('.leaflet-popup-content') || {}).textContent"
+        ".indexOf('网格员 Worker…') < 0",
+        timeout=WAIT_MS,
+    )
+    worker = popup.locator("tr", has_text="网格员 Worker").inner_text()
+    code = popup.locator("tr", has_text="网格 Grid").first.inner_text().split()[-1]
+    layout = page.evaluate("GP.cfg().layout")
+    with psycopg.connect(demo, autocommit=True) as db:
+        row = db.execute(
+            "SELECT s.name, s.phone FROM grid g LEFT JOIN staff s ON s.id = g.worker_id "
+            "WHERE g.code = %s AND g.layout_id = %s",
+            (code, layout),
+        ).fetchone()
+    assert row is not None, (code, layout)
+    if row[0] is None:
+        assert "未配备 none assigned" in worker
+    else:
+        assert row[0] in worker
+        assert row[1] in worker
     run.screenshot("coverage-blind-spots")
     assert run.errors == []
 

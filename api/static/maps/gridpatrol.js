@@ -158,7 +158,9 @@
       ['网格 Grid', p.code], ['村 Village', (p.village_name || '') + ' ' + p.village_code],
       ['覆盖率 Coverage', p.coverage_pct + ' %'], ['巡逻次数 Visits', p.visits],
       ['盲区 Blind cells', p.blind_cells + ' / ' + p.cells], ['里程 km', p.patrol_km],
-      ['停留 Hours', p.dwell_h], ['最近巡逻 Last patrol', p.last_patrol || '–']
+      ['停留 Hours', p.dwell_h], ['最近巡逻 Last patrol', p.last_patrol || '–'],
+      ['网格员 Worker', p.worker === undefined ? '…' :
+        (p.worker ? p.worker + ' ' + (p.worker_phone || '') : '未配备 none assigned')]
     ];
     return '<table class="gp-table">' + rows.map(function (r) {
       return '<tr><th>' + r[0] + '</th><td>' + esc(r[1]) + '</td></tr>';
@@ -169,10 +171,18 @@
     var p = e.layer.properties;
     var map = GP.map();
     var cfg = GP.cfg();
-    L.popup().setLatLng(e.latlng).setContent(GP.gridPopup(p)).openOn(map);
+    var popup = L.popup().setLatLng(e.latlng).setContent(GP.gridPopup(p)).openOn(map);
+    /* the grid worker (一格一员) from the scoped grid API: never in the tiles, which may be
+       served to anonymous readers (GRIDPATROL_API_PUBLIC_TILES) */
+    var worker = GP.api('/api/v1/grids/' + encodeURIComponent(p.code) + '?layout=' + cfg.layout)
+      .then(function (g) {
+        p.worker = g.worker || null;
+        p.worker_phone = g.worker_phone || '';
+        popup.setContent(GP.gridPopup(p));
+      }).catch(function (err) { GP.state.lastError = err.message; });
     if (!GP.blindLayer) { GP.blindLayer = L.featureGroup().addTo(map); }
     GP.blindLayer.clearLayers();
-    if (!p.blind_cells) { return Promise.resolve(); }
+    if (!p.blind_cells) { return worker; }
     var url = '/api/v1/coverage/blind-spots?grid=' + p.code + '&layout=' + cfg.layout +
       '&end=' + cfg.to + '&days=' + cfg.blindDays;
     var blind = cfg.blindStyle || {colour: '#2d004b', fillOpacity: 0.45};
