@@ -39,6 +39,7 @@ from api.protocols.jt808.fleet import assign_phones, send_jt808
 from api.roles import READY
 from api.roles.process import die_with_supervisor
 from api.settings import DemoSettings, Settings, get_settings
+from gis.simulation import FleetTracks
 
 log = logging.getLogger("gridpatrol.demofleet")
 HISTORY_KEY = "demo.history"
@@ -119,16 +120,17 @@ async def live_shift(
     demo = settings.demo
     osmand_fleet, jt808_fleet = halves(fleet)
     end_us = int(time.time() * 1e6) + int(demo.shift_hours * 3600e6)
+
+    async def tracks_of(half: sim.Fleet, seed: int) -> tuple[FleetTracks, dict[str, str]]:
+        """The half's shift, its devices registered in the datum each terminal speaks."""
+        tracks = sim.fleet_tracks(
+            half, hours=demo.shift_hours, interval_s=demo.interval_s, end_us=end_us, seed=seed
+        )
+        return tracks, await sim.register_fleet(conn, half, tracks.gcj02)
+
     sends = []
     if osmand_fleet.identifiers and settings.osmand.enabled:
-        tracks = sim.fleet_tracks(
-            osmand_fleet,
-            hours=demo.shift_hours,
-            interval_s=demo.interval_s,
-            end_us=end_us,
-            seed=demo.seed + 2 * shift,
-        )
-        keys = await sim.register_fleet(conn, osmand_fleet, tracks.gcj02)
+        tracks, keys = await tracks_of(osmand_fleet, demo.seed + 2 * shift)
         sends.append(
             sim.send_osmand(
                 tracks,
@@ -140,14 +142,7 @@ async def live_shift(
             )
         )
     if jt808_fleet.identifiers and settings.jt808.enabled:
-        tracks = sim.fleet_tracks(
-            jt808_fleet,
-            hours=demo.shift_hours,
-            interval_s=demo.interval_s,
-            end_us=end_us,
-            seed=demo.seed + 2 * shift + 1,
-        )
-        await sim.register_fleet(conn, jt808_fleet, tracks.gcj02)
+        tracks, _ = await tracks_of(jt808_fleet, demo.seed + 2 * shift + 1)
         sends.append(
             send_jt808(
                 tracks,

@@ -5,7 +5,6 @@ live, half over OsmAnd and half as JT/T 808 terminals, within a minute of the st
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from api.demofleet import halves, history_shifts
 from api.simulate import Fleet
-from tests.security.live import HOST, OUTPUT, Live, live_server
+from tests.security.live import HOST, OUTPUT, Live, live_server, stop_process
 
 pytestmark = pytest.mark.usefixtures("demo")
 VEHICLES = 4
@@ -83,12 +82,7 @@ def test_history_once_then_live_over_both_protocols(server: Live, db_url: str, a
             live = _wait_for_live(db_url, area, began, proc, log_path)
             calls = _wait_for_calls(db_url, area, began, proc, log_path)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
     # every vehicle reports live, each half over its own protocol
     assert len(live) == VEHICLES, live
     protocols = {identifier[-1]: protocol for identifier, protocol in live.items()}

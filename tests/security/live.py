@@ -75,12 +75,17 @@ def live_server(url: str, state: Path, name: str, **env: str) -> Iterator[Live]:
             _wait_until_up(proc, live)
             yield live
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, signal.SIGINT)
+
+
+def stop_process(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    """Ask ``proc`` to stop with ``signum``; killed if it has not within 30 s."""
+    proc.send_signal(signum)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_until_up(proc: subprocess.Popen[bytes], live: Live) -> None:
