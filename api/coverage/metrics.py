@@ -174,32 +174,41 @@ async def _window_facts(conn: AsyncConnection[Any], window: Window) -> dict[str,
     ).fetchone()
     assert row is not None  # noqa: S101 - scalar subqueries return a row
     patrol_days, pending = int(row[0]), int(row[1])
+    note, note_zh = window_note(window, patrol_days, pending, china_today()) or (None, None)
     return {
         "vehicle_days": patrol_days,
         "pending_device_days": pending,
-        "note": window_note(window, patrol_days, pending, china_today()),
+        "note": note,
+        "note_zh": note_zh,
     }
 
 
-def window_note(window: Window, patrol_days: int, pending: int, today: date) -> str | None:
-    """What a reader must know about the window before reading its 0 %s (English first, as the
-    API's other notes, then 中文): a window in the future, one with no patrol data, one that
-    runs past today, or days still being updated."""
+def window_note(
+    window: Window, patrol_days: int, pending: int, today: date
+) -> tuple[str, str] | None:
+    """What a reader must know about the window before reading its 0 %s, in English (``note``,
+    ASCII like the API's other notes: it also travels in a report's ``X-Report-Note`` header)
+    and 中文 (``note_zh``): a window in the future, one with no patrol data, one that runs past
+    today, or days still being updated."""
+    day = today.isoformat()
     if window.first > today:
         return (
-            f"the window starts after today ({today.isoformat()}): there is no data yet; "
-            f"窗口在今天（{today.isoformat()}）之后，尚无数据"
+            f"the window starts after today ({day}): there is no data yet",
+            f"窗口在今天（{day}）之后，尚无数据",
         )
     if patrol_days == 0:
-        return "no patrol data in this window: every unit shows 0 % coverage; 窗口内无巡逻数据"
+        return (
+            "no patrol data in this window: every unit shows 0 % coverage",
+            "窗口内无巡逻数据：各单位覆盖率均为 0 %",
+        )
     if window.last > today:
         return (
-            f"the window runs past today ({today.isoformat()}): later days have no data yet; "
-            f"窗口超过今天（{today.isoformat()}），之后的日子尚无数据"
+            f"the window runs past today ({day}): later days have no data yet",
+            f"窗口超过今天（{day}），之后的日子尚无数据",
         )
     if pending:
         return (
-            f"{pending} device-days in this window are still being updated; "
-            f"{pending} 个车辆日仍在更新"
+            f"{pending} device-days in this window are still being updated",
+            f"{pending} 个车辆日仍在更新",
         )
     return None

@@ -125,7 +125,7 @@ async def coverage_page(
         last=window.last,
         blind_days=settings.coverage.blind_spot_days,
         units=summary["units"],
-        note=summary.get("note"),
+        note=" · ".join(n for n in (summary.get("note_zh"), summary.get("note")) if n) or None,
     )
     return _page(maps_coverage.coverage_map(page), request)
 

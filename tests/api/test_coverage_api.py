@@ -215,8 +215,10 @@ def test_a_future_window_says_so_instead_of_a_silent_zero(
         params={"from": ahead, "to": ahead, "level": "county", "layout": scene["layout"]},
         headers=auth(tokens["viewer"]),
     ).json()
-    assert body["note"].startswith(f"the window starts after today ({today.isoformat()})")
-    assert "尚无数据" in body["note"]
+    assert (
+        body["note"] == f"the window starts after today ({today.isoformat()}): there is no data yet"
+    )
+    assert "尚无数据" in body["note_zh"]
     # the colour grid map prints it where the reader looks
     page = client.get(
         "/maps/coverage",
@@ -225,18 +227,29 @@ def test_a_future_window_says_so_instead_of_a_silent_zero(
     )
     assert page.status_code == 200
     assert "the window starts after today" in page.text
+    assert "尚无数据" in page.text
 
 
 def test_window_notes_say_what_the_numbers_mean() -> None:
     today = date(2026, 12, 7)
     past = Window(date(2026, 12, 1), date(2026, 12, 7))
     assert window_note(past, 5, 0, today) is None
-    assert "still being updated" in str(window_note(past, 5, 3, today))
-    assert str(window_note(past, 0, 0, today)).startswith("no patrol data")
     running = Window(date(2026, 12, 5), date(2026, 12, 11))
-    assert "runs past today (2026-12-07)" in str(window_note(running, 5, 0, today))
     future = Window(date(2026, 12, 8), date(2026, 12, 9))
-    assert "starts after today" in str(window_note(future, 0, 0, today))
+    notes = {
+        "updating": window_note(past, 5, 3, today),
+        "empty": window_note(past, 0, 0, today),
+        "running": window_note(running, 5, 0, today),
+        "future": window_note(future, 0, 0, today),
+    }
+    assert "still being updated" in str(notes["updating"])
+    assert str(notes["empty"]).startswith("('no patrol data")
+    assert "runs past today (2026-12-07)" in str(notes["running"])
+    assert "starts after today" in str(notes["future"])
+    for note in notes.values():  # English in ASCII (it travels in a header), and 中文
+        assert note is not None
+        assert note[0].isascii()
+        assert not note[1].isascii()
 
 
 def test_ranking_blind_spots_and_checkpoints(
