@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ from tests.security.live import HOST, OUTPUT, Live, live_server, stop_process
 
 pytestmark = pytest.mark.usefixtures("demo")
 VEHICLES = 4
+T = TypeVar("T")
 WITHIN_S = 60  # the issue's promise: moving vehicles within a minute of "ready"
 
 
@@ -105,28 +107,42 @@ def test_history_once_then_live_over_both_protocols(server: Live, db_url: str, a
     assert calls["outside"] == 0, calls
 
 
+def _poll(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    deadline: float,
+    probe: Callable[[psycopg.Connection[Any]], T],
+    done: Callable[[T], bool],
+) -> T:
+    """``probe`` the database every second until ``done`` says so or ``deadline`` (epoch s)
+    passes; fails at once, with its log, if the demo fleet exits meanwhile."""
+    with psycopg.connect(url, autocommit=True) as db:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the demo fleet exited:\n{log_path.read_text()[-3000:]}")
+            value = probe(db)
+            if done(value) or time.time() >= deadline:
+                return value
+            time.sleep(1)
+
+
 def _wait_for_live(
     url: str, area: str, began: float, proc: subprocess.Popen[bytes], log_path: Path
 ) -> dict[str, str]:
     """identifier → protocol of the area's demo vehicles whose latest fix came live (not the
     history's batch) after ``began``; waits until every vehicle has one (or the deadline)."""
-    live: dict[str, str] = {}
-    deadline = began + WITHIN_S
-    with psycopg.connect(url, autocommit=True) as db:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"the demo fleet exited:\n{log_path.read_text()[-3000:]}")
-            rows = db.execute(
-                "SELECT d.identifier, s.protocol FROM device_state s "
-                "JOIN device d ON d.id = s.device_id WHERE d.identifier LIKE %s "
-                "AND s.received_at > to_timestamp(%s) AND s.protocol <> 'batch'",
-                (f"sim-{area}%", began),
-            ).fetchall()
-            live = dict(rows)
-            if len(live) >= VEHICLES:
-                break
-            time.sleep(1)
-    return live
+
+    def probe(db: psycopg.Connection[Any]) -> dict[str, str]:
+        rows = db.execute(
+            "SELECT d.identifier, s.protocol FROM device_state s "
+            "JOIN device d ON d.id = s.device_id WHERE d.identifier LIKE %s "
+            "AND s.received_at > to_timestamp(%s) AND s.protocol <> 'batch'",
+            (f"sim-{area}%", began),
+        ).fetchall()
+        return dict(rows)
+
+    return _poll(url, proc, log_path, began + WITHIN_S, probe, lambda live: len(live) >= VEHICLES)
 
 
 def _wait_for_calls(
@@ -134,24 +150,25 @@ def _wait_for_calls(
 ) -> dict[str, int]:
     """Synthetic incidents since ``began``: new, cancelled as not taken, and any outside the
     area; waits for the first batch (10) and a cancellation, at most a minute."""
-    counts: dict[str, int] = {}
-    deadline = time.time() + 60
-    with psycopg.connect(url, autocommit=True) as db:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"the demo fleet exited:\n{log_path.read_text()[-3000:]}")
-            row = db.execute(
-                "SELECT count(*) FILTER (WHERE status = 'new'), "
-                "count(*) FILTER (WHERE status = 'cancelled' AND EXISTS ("
-                "  SELECT 1 FROM incident_event e WHERE e.incident_id = i.id"
-                "  AND e.detail::text LIKE '%%demo call not taken%%')), "
-                "count(*) FILTER (WHERE coalesce(village_code, '') NOT LIKE %s) "
-                "FROM incident i WHERE synthetic AND created_at > to_timestamp(%s)",
-                (area + "%", began),
-            ).fetchone()
-            assert row is not None
-            counts = {"new": row[0], "cancelled": row[1], "outside": row[2]}
-            if counts["new"] + counts["cancelled"] >= 10 and counts["cancelled"] >= 1:
-                break
-            time.sleep(1)
-    return counts
+
+    def probe(db: psycopg.Connection[Any]) -> dict[str, int]:
+        row = db.execute(
+            "SELECT count(*) FILTER (WHERE status = 'new'), "
+            "count(*) FILTER (WHERE status = 'cancelled' AND EXISTS ("
+            "  SELECT 1 FROM incident_event e WHERE e.incident_id = i.id"
+            "  AND e.detail::text LIKE '%%demo call not taken%%')), "
+            "count(*) FILTER (WHERE coalesce(village_code, '') NOT LIKE %s) "
+            "FROM incident i WHERE synthetic AND created_at > to_timestamp(%s)",
+            (area + "%", began),
+        ).fetchone()
+        assert row is not None
+        return {"new": row[0], "cancelled": row[1], "outside": row[2]}
+
+    return _poll(
+        url,
+        proc,
+        log_path,
+        time.time() + 60,
+        probe,
+        lambda c: c["new"] + c["cancelled"] >= 10 and c["cancelled"] >= 1,
+    )
