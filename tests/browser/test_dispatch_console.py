@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -119,9 +120,16 @@ def console(
         db.execute("UPDATE device SET enabled = false WHERE identifier = %s", (off_duty,))
 
 
-def _drive(base: str, token: str, device: int, to: tuple[float, float], demo: str) -> None:
+def _drive(
+    base: str, token: str, device: int, to: tuple[float, float], demo: str, after: str
+) -> None:
     """Five fixes a second apart from where the vehicle is to the place, posted to the batch
-    ingest in the terminal's own datum, as its terminal would."""
+    ingest in the terminal's own datum, as its terminal would. The last one, at the place, is
+    taken at or after ``after`` (the dispatch, ISO 8601): a fix from before the dispatch does not
+    count as an arrival, and fixes carry whole seconds, so within the dispatch's own second this
+    waits for the next one."""
+    dispatched = datetime.fromisoformat(after).timestamp()
+    time.sleep(max(0.0, math.ceil(dispatched) - time.time()))
     with psycopg.connect(demo, autocommit=True) as db:
         row = db.execute(
             "SELECT d.identifier, d.crs, s.lon, s.lat FROM device d "
@@ -252,7 +260,7 @@ def test_a_township_dispatcher_takes_a_call_to_close(
     run.screenshot("console-4-assigned")
 
     # ---- the vehicle drives there; its fixes mark the arrival; the page follows live
-    _drive(live_server, console["writer"], chosen, (lon, lat), demo)
+    _drive(live_server, console["writer"], chosen, (lon, lat), demo, body["dispatched_at"])
     status = ""
     for _ in range(40):  # the server detects the arrival on its own …
         status = api_get(live_server, patrol["dispatcher"], f"/api/v1/incidents/{incident}")[
