@@ -8,7 +8,9 @@ if it dies; ``GRIDPATROL_DEMO_VEHICLES=0`` switches it off). It
    content at once (the worker role's coverage updater takes them from there);
 2. then, shift after shift, drives the same vehicles live: half of them as OsmAnd phones (HTTP,
    with their device keys), half as JT/T 808 terminals (TCP, registered and authenticated), each
-   fix sent when its time comes, through the ingest processes like any real device.
+   fix sent when its time comes, through the ingest processes like any real device;
+3. beside them, demo calls at alarm phones, and errands: an assigned demo vehicle drives to its
+   incident (``api.demo_calls``).
 
 Two vehicles per village (the 草原110 rule) from the first villages under ``AREA`` in code order;
 the default size keeps the two-core machine responsive (a fix every ``INTERVAL_S`` per vehicle).
@@ -29,11 +31,8 @@ import numpy as np
 from psycopg import AsyncConnection
 
 from api import simulate as sim
-from api.auth import SYSTEM
 from api.db import database_url
-from api.dispatch.simulate import simulate_incidents
-from api.dispatch.workflow import transition
-from api.errors import DomainError
+from api.demo_calls import Routes, calls, errands
 from api.progress import NullProgress
 from api.protocols.jt808.fleet import assign_phones, send_jt808
 from api.roles import READY
@@ -80,6 +79,7 @@ async def store_history(conn: AsyncConnection[Any], settings: Settings, fleet: s
             interval_s=demo.history_interval_s,
             end_us=end_us,
             seed=demo.seed + 1000 + day,
+            gaps_per_h=demo.gaps_per_h,
         )
         # the truth, declared WGS-84: whatever datum the live shifts give each device
         truth = replace(tracks, lat=tracks.true_lat, lon=tracks.true_lon)
@@ -113,10 +113,15 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
 
 
 async def live_shift(
-    conn: AsyncConnection[Any], settings: Settings, fleet: sim.Fleet, shift: int
+    conn: AsyncConnection[Any],
+    settings: Settings,
+    fleet: sim.Fleet,
+    shift: int,
+    routes: Routes | None = None,
 ) -> list[str]:
     """One shift of ``SHIFT_HOURS`` starting now, each fix sent on time: OsmAnd and JT/T 808
-    halves side by side. Returns the two reports' lines."""
+    halves side by side; ``routes`` learns the tracks, so errands can change them ahead of the
+    senders. Returns the two reports' lines."""
     demo = settings.demo
     osmand_fleet, jt808_fleet = halves(fleet)
     end_us = int(time.time() * 1e6) + int(demo.shift_hours * 3600e6)
@@ -124,8 +129,15 @@ async def live_shift(
     async def tracks_of(half: sim.Fleet, seed: int) -> tuple[FleetTracks, dict[str, str]]:
         """The half's shift, its devices registered in the datum each terminal speaks."""
         tracks = sim.fleet_tracks(
-            half, hours=demo.shift_hours, interval_s=demo.interval_s, end_us=end_us, seed=seed
+            half,
+            hours=demo.shift_hours,
+            interval_s=demo.interval_s,
+            end_us=end_us,
+            seed=seed,
+            gaps_per_h=demo.gaps_per_h,
         )
+        if routes is not None:
+            routes.follow(tracks, half.identifiers)
         return tracks, await sim.register_fleet(conn, half, tracks.gcj02)
 
     sends = []
@@ -172,61 +184,20 @@ async def run(settings: Settings) -> None:
     history = asyncio.create_task(_history(settings, url, fleet), name="demo history")
     history.add_done_callback(_said)
     if demo.incidents_per_hour > 0:
-        incidents = asyncio.create_task(_incidents(settings, url), name="demo calls")
+        incidents = asyncio.create_task(calls(settings, url), name="demo calls")
         incidents.add_done_callback(_said)
-    await _live(settings, url, fleet)
+    routes = Routes()
+    sent = asyncio.create_task(
+        errands(settings, url, routes, fleet.identifiers), name="demo errands"
+    )
+    sent.add_done_callback(_said)
+    await _live(settings, url, fleet, routes)
 
 
 def _said(task: asyncio.Task[None]) -> None:
     """A failed side task is logged (the live fleet goes on; the next start tries again)."""
     if not task.cancelled() and task.exception() is not None:
         log.error("%s failed: %s", task.get_name(), task.exception())
-
-
-STALE_DEMO_INCIDENTS = """
-SELECT id FROM incident
- WHERE synthetic AND status = 'new' AND created_at < now() - make_interval(secs => %s)
-   AND coalesce(village_code, '') LIKE %s
- ORDER BY id
-"""
-
-
-async def _incidents(settings: Settings, url: str) -> None:
-    """Calls at random alarm phones of the area (``INCIDENTS_PER_HOUR``, Poisson, flagged
-    synthetic) for the dispatchers to handle; a demo call nobody took within
-    ``INCIDENT_TTL_H`` is cancelled with that reason, so the list does not grow without end."""
-    demo = settings.demo
-    batch = 0
-    while True:
-        async with await AsyncConnection.connect(url, autocommit=True) as conn:
-            await simulate_incidents(
-                conn,
-                SYSTEM,
-                settings.dispatch,
-                rate_per_s=demo.incidents_per_hour / 3600.0,
-                count=10,
-                area=demo.area,
-                seed=demo.seed + 7919 * batch + int(time.time()),
-                speedup=1.0,
-                on_created=lambda row: log.info(
-                    "demo call: incident #%s %s", row["id"], row["kind"]
-                ),
-            )
-            stale = await (
-                await conn.execute(
-                    STALE_DEMO_INCIDENTS, (demo.incident_ttl_h * 3600, demo.area + "%")
-                )
-            ).fetchall()
-            for (incident_id,) in stale:
-                with contextlib.suppress(DomainError):  # taken meanwhile: left to its dispatcher
-                    await transition(
-                        conn,
-                        SYSTEM,
-                        int(incident_id),
-                        "cancel",
-                        note={"reason": "演示警情无人处置 demo call not taken"},
-                    )
-        batch += 1
 
 
 async def _history(settings: Settings, url: str, fleet: sim.Fleet) -> None:
@@ -236,7 +207,7 @@ async def _history(settings: Settings, url: str, fleet: sim.Fleet) -> None:
         log.info("demo history: %d fixes of %d vehicles stored", stored, len(fleet.identifiers))
 
 
-async def _live(settings: Settings, url: str, fleet: sim.Fleet) -> None:
+async def _live(settings: Settings, url: str, fleet: sim.Fleet, routes: Routes) -> None:
     demo = settings.demo
     for host, port, on in (
         (settings.osmand.host, settings.osmand.port, settings.osmand.enabled),
@@ -252,7 +223,7 @@ async def _live(settings: Settings, url: str, fleet: sim.Fleet) -> None:
     shift = 0
     while True:
         async with await AsyncConnection.connect(url, autocommit=True) as conn:
-            for line in await live_shift(conn, settings, fleet, shift):
+            for line in await live_shift(conn, settings, fleet, shift, routes):
                 log.info("demo shift %d: %s", shift + 1, line)
         shift += 1
 

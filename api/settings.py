@@ -373,6 +373,21 @@ class DemoSettings(BaseSettings):
     incident_ttl_h: float = Field(
         default=2.0, gt=0, le=168, description="a demo call nobody took is cancelled after this"
     )
+    gaps_per_h: float = Field(
+        default=0.3, ge=0, le=10, description="2–15 min without signal, per vehicle-hour"
+    )
+    auto_assign_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="the demo's own centre assigns a demo call nobody took after this; 0 = never",
+    )
+    errand_speed_kmh: float = Field(
+        default=60.0, gt=0, le=120, description="how fast a demo vehicle drives to its incident"
+    )
+    dwell_s: float = Field(
+        default=600.0, ge=0, le=86_400, description="time on scene before the demo clears its call"
+    )
     seed: int = Field(default=110, description="random seed of the demo tracks")
 
 

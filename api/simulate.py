@@ -120,12 +120,24 @@ async def issue_keys(conn: AsyncConnection[Any], identifiers: list[str]) -> dict
 
 
 def fleet_tracks(
-    fleet: Fleet, *, hours: float, interval_s: float, end_us: int, seed: int
+    fleet: Fleet,
+    *,
+    hours: float,
+    interval_s: float,
+    end_us: int,
+    seed: int,
+    gaps_per_h: float = 0.3,
 ) -> FleetTracks:
-    """Tracks of the fleet over the ``hours`` before ``end_us``."""
+    """Tracks of the fleet over the ``hours`` before ``end_us``; ``gaps_per_h`` stretches of
+    2–15 min without signal per vehicle-hour."""
     start = end_us - int(hours * 3600 * 1e6)
     return simulate_fleet(
-        fleet.areas, hours=hours, interval_s=interval_s, start_us=start, seed=seed
+        fleet.areas,
+        hours=hours,
+        interval_s=interval_s,
+        start_us=start,
+        seed=seed,
+        gap_rate_per_h=gaps_per_h,
     )
 
 

@@ -19,7 +19,7 @@ import shapely
 from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
-from gis.crs import wgs84_to_gcj02
+from gis.crs import haversine_m, wgs84_to_gcj02
 from gis.units import METRES_PER_DEGREE as EARTH_M_PER_DEG
 
 
@@ -143,6 +143,87 @@ def simulate_vehicle(
     )
     time_us = start_us + np.round(t * 1e6).astype(np.int64)
     return VehicleTrack(time_us, lat, lon, speed, course, spike, sent_lat)
+
+
+@dataclass(frozen=True)
+class Detour:
+    """A vehicle's track sent to a place: rows ``start`` to ``end`` (exclusive) replaced by
+    these positions, speeds and courses."""
+
+    lon: NDArray[np.float64]
+    lat: NDArray[np.float64]
+    speed: NDArray[np.float64]  # m/s
+    course: NDArray[np.float64]  # degrees from north
+    start: int
+    end: int
+    arrive_s: float  # seconds after the fix before ``start``
+    distance_m: float
+
+
+def detour(
+    time_us: NDArray[np.int64],
+    lon: NDArray[np.float64],
+    lat: NDArray[np.float64],
+    *,
+    start: int,
+    goal: tuple[float, float],
+    speed_ms: float,
+    dwell_s: float,
+) -> Detour:
+    """One vehicle's track, in time order, sent to ``goal`` from row ``start`` on.
+
+    From where it was at row ``start - 1`` it drives straight to ``goal`` at ``speed_ms``, stays
+    ``dwell_s`` there, and drives back at the same speed to meet its own track at the first row
+    it can reach in time, which it follows from there (when it can reach none, it stays at the
+    goal). Rows before ``start`` and from the meeting row on are unchanged.
+
+    Parameters
+    ----------
+    time_us, lon, lat : ndarray
+        The track: UTC µs, WGS-84 degrees.
+    start : int
+        The first row still to be sent.
+    goal : (lon, lat)
+        Where to drive.
+    speed_ms, dwell_s : float
+        Driving speed (m/s) and time spent at the goal (s).
+    """
+    n = len(time_us)
+    seconds = (time_us - time_us[0]) / 1e6
+    origin = max(start - 1, 0)
+    x0, y0, t0 = float(lon[origin]), float(lat[origin]), float(seconds[origin])
+    distance = float(haversine_m(x0, y0, goal[0], goal[1]))
+    arrive, leave = t0 + distance / speed_ms, t0 + distance / speed_ms + dwell_s
+    later = np.arange(start, n)
+    back_m = haversine_m(goal[0], goal[1], lon[later], lat[later])
+    reach = later[(seconds[later] > leave) & (back_m <= speed_ms * (seconds[later] - leave))]
+    end = int(reach[0]) if len(reach) else n
+    knots_t = [t0, arrive, leave]
+    knots_x, knots_y = [x0, goal[0], goal[0]], [y0, goal[1], goal[1]]
+    if end < n:
+        knots_t.append(float(seconds[end]))
+        knots_x.append(float(lon[end]))
+        knots_y.append(float(lat[end]))
+    t = seconds[start:end]
+    new_lon = np.interp(t, knots_t, knots_x)
+    new_lat = np.interp(t, knots_t, knots_y)
+    # speed and course as a terminal derives them, from the previous fix
+    prev_x = np.r_[lon[origin], new_lon[:-1]]
+    prev_y = np.r_[lat[origin], new_lat[:-1]]
+    step_m = haversine_m(prev_x, prev_y, new_lon, new_lat)
+    dt = np.maximum(np.diff(t, prepend=t0), 1e-3)
+    dlat = (new_lat - prev_y) * EARTH_M_PER_DEG
+    dlon = (new_lon - prev_x) * EARTH_M_PER_DEG * np.cos(np.radians(new_lat))
+    return Detour(
+        lon=new_lon,
+        lat=new_lat,
+        speed=step_m / dt,
+        course=(np.degrees(np.arctan2(dlon, dlat)) + 360.0) % 360.0,
+        start=start,
+        end=end,
+        arrive_s=distance / speed_ms,
+        distance_m=distance,
+    )
 
 
 def simulate_fleet(

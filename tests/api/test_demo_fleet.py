@@ -4,18 +4,25 @@ live, half over OsmAnd and half as JT/T 808 terminals, within a minute of the st
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 import pytest
 
+from api.auth import SYSTEM
+from api.demo_calls import CLEARED, DEMO_CENTRE
 from api.demofleet import halves, history_shifts
+from api.dispatch.assign import AssignIn, assign
+from api.dispatch.incidents import IncidentIn, create_incident
+from api.settings import DispatchSettings
 from api.simulate import Fleet
 from tests.security.live import HOST, OUTPUT, Live, live_server, stop_process
 
@@ -31,15 +38,54 @@ def server(db_url: str, workdir: Path) -> Iterator[Live]:
         yield live
 
 
-@pytest.fixture(scope="module")
-def area(db_url: str) -> str:
-    """The league's last township (no other test drives there)."""
+def _township(db_url: str, from_last: int) -> str:
     with psycopg.connect(db_url, autocommit=True) as db:
         row = db.execute(
-            "SELECT code FROM admin_area WHERE level = 'township' ORDER BY code DESC LIMIT 1"
+            "SELECT code FROM admin_area WHERE level = 'township' ORDER BY code DESC "
+            "LIMIT 1 OFFSET %s",
+            (from_last,),
         ).fetchone()
     assert row is not None
     return str(row[0])[:9]
+
+
+@pytest.fixture(scope="module")
+def area(db_url: str) -> str:
+    """The league's last township (no other test drives there)."""
+    return _township(db_url, 0)
+
+
+def _env(server: Live, db_url: str, area: str, vehicles: int, **demo: str) -> dict[str, str]:
+    """The demo fleet's environment against ``server``: ``demo`` are GRIDPATROL_DEMO_… values."""
+    return {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "GRIDPATROL_OSMAND_HOST": HOST,
+        "GRIDPATROL_OSMAND_PORT": str(server.osmand),
+        "GRIDPATROL_JT808_HOST": HOST,
+        "GRIDPATROL_JT808_PORT": str(server.jt808),
+        "GRIDPATROL_DEMO_VEHICLES": str(vehicles),
+        "GRIDPATROL_DEMO_AREA": area,
+        **{f"GRIDPATROL_DEMO_{key.upper()}": value for key, value in demo.items()},
+    }
+
+
+@contextmanager
+def _demo_fleet(env: dict[str, str], name: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``python -m api.demofleet`` with its output in a log file; stopped on leaving."""
+    log_path = OUTPUT / f"{name}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.demofleet"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield proc, log_path
+        finally:
+            stop_process(proc)
 
 
 def test_the_fleet_is_split_between_the_protocols_village_by_village() -> None:
@@ -54,37 +100,23 @@ def test_the_fleet_is_split_between_the_protocols_village_by_village() -> None:
 
 
 def test_history_once_then_live_over_both_protocols(server: Live, db_url: str, area: str) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "GRIDPATROL_OSMAND_HOST": HOST,
-        "GRIDPATROL_OSMAND_PORT": str(server.osmand),
-        "GRIDPATROL_JT808_HOST": HOST,
-        "GRIDPATROL_JT808_PORT": str(server.jt808),
-        "GRIDPATROL_DEMO_VEHICLES": str(VEHICLES),
-        "GRIDPATROL_DEMO_AREA": area,
-        "GRIDPATROL_DEMO_INTERVAL_S": "2",
-        "GRIDPATROL_DEMO_SHIFT_HOURS": "0.5",
-        "GRIDPATROL_DEMO_HISTORY_DAYS": "2",
-        "GRIDPATROL_DEMO_HISTORY_INTERVAL_S": "60",
-        "GRIDPATROL_DEMO_INCIDENTS_PER_HOUR": "3600",  # a call a second
-        "GRIDPATROL_DEMO_INCIDENT_TTL_H": "0.0005",  # untaken for 1.8 s: cancelled
-    }
+    env = _env(
+        server,
+        db_url,
+        area,
+        VEHICLES,
+        interval_s="2",
+        shift_hours="0.5",
+        history_days="2",
+        history_interval_s="60",
+        incidents_per_hour="3600",  # a call a second
+        incident_ttl_h="0.0005",  # untaken for 1.8 s: cancelled
+        auto_assign_s="0",
+    )
     began = time.time()
-    log_path = OUTPUT / "demo_fleet_process.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api.demofleet"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            live = _wait_for_live(db_url, area, began, proc, log_path)
-            calls = _wait_for_calls(db_url, area, began, proc, log_path)
-        finally:
-            stop_process(proc)
+    with _demo_fleet(env, "demo_fleet_process") as (proc, log_path):
+        live = _wait_for_live(db_url, area, began, proc, log_path, VEHICLES)
+        calls = _wait_for_calls(db_url, area, began, proc, log_path)
     # every vehicle reports live, each half over its own protocol
     assert len(live) == VEHICLES, live
     protocols = {identifier[-1]: protocol for identifier, protocol in live.items()}
@@ -128,10 +160,11 @@ def _poll(
 
 
 def _wait_for_live(
-    url: str, area: str, began: float, proc: subprocess.Popen[bytes], log_path: Path
+    url: str, area: str, began: float, proc: subprocess.Popen[bytes], log_path: Path, count: int
 ) -> dict[str, str]:
     """identifier → protocol of the area's demo vehicles whose latest fix came live (not the
-    history's batch) after ``began``; waits until every vehicle has one (or the deadline)."""
+    history's batch) after ``began``; waits until ``count`` vehicles have one (or the
+    deadline)."""
 
     def probe(db: psycopg.Connection[Any]) -> dict[str, str]:
         rows = db.execute(
@@ -142,7 +175,7 @@ def _wait_for_live(
         ).fetchall()
         return dict(rows)
 
-    return _poll(url, proc, log_path, began + WITHIN_S, probe, lambda live: len(live) >= VEHICLES)
+    return _poll(url, proc, log_path, began + WITHIN_S, probe, lambda live: len(live) >= count)
 
 
 def _wait_for_calls(
@@ -172,3 +205,82 @@ def _wait_for_calls(
         probe,
         lambda c: c["new"] + c["cancelled"] >= 10 and c["cancelled"] >= 1,
     )
+
+
+def test_assigned_demo_vehicles_drive_to_their_calls(server: Live, db_url: str) -> None:
+    """A dispatcher's call and a demo call nobody took: the demo's centre takes the second; both
+    vehicles drive there, the server detects each arrival from their fixes, and the demo clears
+    only the call its own centre assigned."""
+    area = _township(db_url, 1)
+    env = _env(
+        server,
+        db_url,
+        area,
+        2,
+        interval_s="1",
+        shift_hours="1",
+        gaps_per_h="0",  # no signal lost while the test waits
+        history_days="0",
+        incidents_per_hour="0",  # only the test's calls
+        auto_assign_s="1",
+        errand_speed_kmh="108",  # 30 m/s
+        dwell_s="3",
+    )
+    began = time.time()
+    with _demo_fleet(env, "demo_fleet_errands") as (proc, log_path):
+        live = _wait_for_live(db_url, area, began, proc, log_path, 2)
+        assert len(live) == 2, live
+        ours, theirs = asyncio.run(_two_calls(db_url, area))
+
+        def probe(db: psycopg.Connection[Any]) -> dict[int, tuple[str, str | None]]:
+            rows = db.execute(
+                "SELECT id, status, arrival_source FROM incident WHERE id = ANY(%s)",
+                ([ours, theirs],),
+            ).fetchall()
+            return {int(r[0]): (str(r[1]), r[2]) for r in rows}
+
+        states = _poll(
+            db_url,
+            proc,
+            log_path,
+            time.time() + 120,
+            probe,
+            lambda s: s[theirs][0] == "arrived" and s[ours][0] == "cleared",
+        )
+    assert states[theirs] == ("arrived", "fix"), states  # the dispatcher's call: theirs to clear
+    assert states[ours] == ("cleared", "fix"), states
+    with psycopg.connect(db_url, autocommit=True) as db:
+        events = db.execute(
+            "SELECT kind, actor, detail FROM incident_event WHERE incident_id = %s ORDER BY id",
+            (ours,),
+        ).fetchall()
+    kinds = [(kind, actor) for kind, actor, _ in events if kind in ("assigned", "arrived", "clear")]
+    assert kinds == [
+        ("assigned", DEMO_CENTRE.name),
+        ("arrived", "fix"),
+        ("clear", DEMO_CENTRE.name),
+    ], events
+    assert [d.get("outcome") for kind, _, d in events if kind == "clear"] == [CLEARED]
+
+
+async def _two_calls(db_url: str, area: str) -> tuple[int, int]:
+    """A dispatcher's call 550 m from one demo vehicle, assigned to it at once, then a demo
+    call (synthetic) 550 m from the other; returns (demo call, dispatcher's call)."""
+    settings = DispatchSettings()
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT d.id, s.lon, s.lat FROM device d JOIN device_state s ON s.device_id = d.id"
+                " WHERE d.identifier LIKE %s ORDER BY d.identifier",
+                (f"sim-{area}%",),
+            )
+        ).fetchall()
+        assert len(rows) == 2, rows
+        calls = []
+        for (device, lon, lat), synthetic in zip(rows, (False, True), strict=True):
+            body = IncidentIn(kind="test 演示", priority=2, lon=lon, lat=lat + 0.005)
+            made = await create_incident(conn, SYSTEM, body, settings, synthetic=synthetic)
+            if not synthetic:
+                await assign(conn, SYSTEM, int(made["id"]), AssignIn(device_id=device), settings)
+            calls.append(int(made["id"]))
+    return calls[1], calls[0]

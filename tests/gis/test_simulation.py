@@ -4,11 +4,13 @@ noise (GCJ-02 terminals, spikes, gaps)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import shapely
 from shapely.geometry import box
 
 from gis.crs import gcj02_to_wgs84, haversine_m
-from gis.simulation import simulate_fleet
+from gis.simulation import detour, simulate_fleet
+from gis.units import METRES_PER_DEGREE
 
 AREA = box(116.0, 43.9, 116.25, 44.05)  # ≈ 20 km × 17 km near Xilinhot
 START = 1_764_000_000_000_000
@@ -53,3 +55,42 @@ def test_spikes_and_gaps_are_there() -> None:
     same = np.diff(f.vehicle) == 0
     gaps = np.diff(f.time_us)[same] / 1e6
     assert (gaps > 120).sum() >= 20
+
+
+def _eastward(metres_per_s: float, rows: int = 600) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A track heading east from (116.0, 44.0) at a steady speed, a fix a second."""
+    time_us = START + np.arange(rows, dtype=np.int64) * 1_000_000
+    east = np.arange(rows) * metres_per_s / (METRES_PER_DEGREE * np.cos(np.radians(44.0)))
+    return time_us, 116.0 + east, np.full(rows, 44.0)
+
+
+def test_a_detour_drives_to_the_call_stays_and_meets_its_track_again() -> None:
+    time_us, lon, lat = _eastward(10.0)
+    goal = (float(lon[99]), 44.0 + 500.0 / METRES_PER_DEGREE)  # 500 m north of row 99
+    d = detour(time_us, lon, lat, start=100, goal=goal, speed_ms=20.0, dwell_s=30.0)
+    assert d.distance_m == pytest.approx(500, abs=2)
+    assert d.arrive_s == pytest.approx(25, abs=0.1)
+    assert d.start == 100
+    assert 100 < d.end < len(lon)
+    assert len(d.lon) == len(d.lat) == len(d.speed) == d.end - d.start
+    # the vehicle's whole track: untouched before the first row still to be sent and after it
+    # meets its own track again
+    x, y = lon.copy(), lat.copy()
+    x[d.start : d.end], y[d.start : d.end] = d.lon, d.lat
+    # it reaches the goal, stays the dwell there, and never drives faster than asked
+    at_goal = haversine_m(x, y, goal[0], goal[1]) < 1.0
+    assert at_goal[124:126].any()
+    assert at_goal.sum() == pytest.approx(31, abs=2)
+    step = haversine_m(x[:-1], y[:-1], x[1:], y[1:])
+    assert step[99 : d.end].max() <= 20.0 * 1.001
+    assert d.speed == pytest.approx(step[99 : d.end - 1], abs=0.01)  # as a terminal derives it
+    assert d.speed.max() <= 20.0 * 1.001
+    assert step[d.end :] == pytest.approx(10.0, abs=0.05)  # back on its own track
+
+
+def test_a_detour_that_cannot_catch_its_track_stays_at_the_call() -> None:
+    time_us, lon, lat = _eastward(30.0, rows=300)  # faster than the vehicle drives back
+    goal = (float(lon[49]), 44.001)
+    d = detour(time_us, lon, lat, start=50, goal=goal, speed_ms=20.0, dwell_s=10.0)
+    assert (d.start, d.end) == (50, len(lon))
+    assert haversine_m(d.lon[-1], d.lat[-1], goal[0], goal[1]) < 1.0
