@@ -43,8 +43,15 @@ TOWNSHIP_OF = "152523"  # 苏尼特左旗: no other test puts vehicles there
 
 
 @pytest.fixture(scope="session")
-def live_server(demo: str, workdir: Path) -> Iterator[str]:
-    """``uvicorn --factory api.app:create_app`` on a free port against the test database."""
+def jt808_port() -> int:
+    """Where the live server's JT/T 808 listener takes terminals (127.0.0.1)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def live_server(demo: str, workdir: Path, jt808_port: int) -> Iterator[str]:
+    """``uvicorn --factory api.app:create_app`` on a free port against the test database, its
+    JT/T 808 listener on ``jt808_port``."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
     state = workdir / "browser-state"
@@ -55,7 +62,8 @@ def live_server(demo: str, workdir: Path) -> Iterator[str]:
         "GRIDPATROL_API_STATE_DIR": str(state),
         "GRIDPATROL_API_TOKEN_CACHE_SECONDS": "0",
         "GRIDPATROL_OSMAND_PORT": "0",
-        "GRIDPATROL_JT808_PORT": "0",
+        "GRIDPATROL_JT808_HOST": "127.0.0.1",
+        "GRIDPATROL_JT808_PORT": str(jt808_port),
         "GRIDPATROL_COVERAGE_UPDATE_INTERVAL_S": "3600",
         "GRIDPATROL_MAP_VEHICLE_REFRESH_S": "2",
         "GRIDPATROL_MAP_TIANDITU_KEY": "browser-test-key",

@@ -12,10 +12,12 @@ township of the county, a vehicle and an incident the dispatcher must never see.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -24,7 +26,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from api.protocols.jt808 import Location, ReplyResult
+from api.protocols.jt808.terminal import Terminal
 from gis.crs import wgs84_to_gcj02
+from tests.api.protocols.test_jt808_server import new_phone
 from tests.browser.conftest import TOWNSHIP_OF, Chromium, api_get
 from tests.conftest import auth
 
@@ -118,6 +123,54 @@ def console(
     }
     with psycopg.connect(demo, autocommit=True) as db:  # the map tests count the fleet only
         db.execute("UPDATE device SET enabled = false WHERE identifier = %s", (off_duty,))
+
+
+@pytest.fixture(scope="module")
+def terminal(
+    console: dict[str, Any], live_server: str, jt808_port: int, demo: str, make_device: Any
+) -> Iterator[tuple[int, Terminal]]:
+    """A JT/T 808 terminal of the console's village, online and reporting from there; it runs
+    on its own event loop in a thread (Playwright holds the test's), stopped on leaving."""
+    del live_server  # its listener must be up
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="terminal", daemon=True)
+    thread.start()
+
+    def call(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
+
+    identifier, _ = make_device(console["village"])
+    phone = new_phone()
+    with psycopg.connect(demo, autocommit=True) as db:
+        device = db.execute(
+            "UPDATE device SET jt808_phone = %s WHERE identifier = %s RETURNING id",
+            (phone, identifier),
+        ).fetchone()
+    assert device is not None
+    lon, lat = _offset(*console["point"], 40, 40)
+    here = Location(
+        alarm=0,
+        status=0b11,
+        latitude=round(lat, 6),
+        longitude=round(lon, 6),
+        altitude=1100,
+        speed_ms=0.0,
+        direction=0,
+        time=datetime.now(UTC).replace(microsecond=0),
+    )
+    unit = Terminal(phone, host="127.0.0.1", port=jt808_port)
+
+    async def online() -> None:
+        await unit.login()
+        assert await unit.send_location(here) == ReplyResult.SUCCESS
+
+    call(online())
+    try:
+        yield int(device[0]), unit
+    finally:
+        call(unit.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
 
 
 def _drive(
@@ -316,4 +369,50 @@ def test_a_township_dispatcher_takes_a_call_to_close(
     assert page.evaluate(f"GP.incidentRows[{console['outside_incident']}] === undefined")
     assert page.evaluate(f"GP.vehicleRows[{console['stranger']}] === undefined")
     run.screenshot("console-6-cleared")
+    assert run.errors == []
+
+
+def test_a_dispatcher_texts_a_vehicle_terminal_from_the_panel(
+    patrol: dict[str, Any],
+    terminal: tuple[int, Terminal],
+    demo: str,
+    chromium: Chromium,
+) -> None:
+    """The vehicle panel's 短信 button: the dispatcher writes a text, confirms, and the JT/T 808
+    terminal in the vehicle receives it (0x8300), answers, and the answer is on record."""
+    device, unit = terminal
+    run = chromium.open("/maps/dispatch", patrol["dispatcher"])
+    page = run.page
+    page.locator(f".gp-text[data-id='{device}']").wait_for(timeout=WAIT_MS)
+    page.click(f".gp-text[data-id='{device}']")
+    assert "0x8300" in page.locator("#gp-confirm").inner_text()
+    page.click("#gp-confirm-yes")  # empty: refused on the page, nothing sent
+    assert "required" in page.locator("#gp-confirm-error").inner_text()
+    text = "请到 3 号方格巡逻 patrol square 3"
+    page.fill("#gp-confirm-text", text)
+    page.click("#gp-confirm-yes")
+    page.wait_for_function(  # sent, and then the terminal's answer shown
+        "document.getElementById('gp-follow').textContent.indexOf('已发送 sent') >= 0",
+        timeout=WAIT_MS,
+    )
+    page.wait_for_function(
+        "document.getElementById('gp-follow').textContent.indexOf('终端已确认 acknowledged') >= 0",
+        timeout=WAIT_MS,
+    )
+    deadline = time.monotonic() + 30
+    while unit.texts != [text] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert unit.texts == [text]  # exactly once, as written
+    with psycopg.connect(demo, autocommit=True) as db:
+        rows = db.execute(
+            "SELECT msg_id, params->>'text', requested_by, answered_at IS NOT NULL "
+            "FROM jt808_command WHERE device_id = %s",
+            (device,),
+        ).fetchall()
+    assert len(rows) == 1, rows
+    msg_id, sent, requested_by, answered = rows[0]
+    assert (msg_id, sent, answered) == (0x8300, text, True)
+    assert requested_by
+    assert requested_by != "system"
+    run.screenshot("console-7-text-sent")
     assert run.errors == []

@@ -214,6 +214,25 @@
     GP.renderVehicles();
   };
 
+  // JT/T 808 general reply results (0x0001)
+  var TERMINAL_ANSWER = {0: '终端已确认 acknowledged', 1: '终端报失败 the terminal failed',
+                         2: '终端称消息有误 the terminal found it wrong',
+                         3: '终端不支持 not supported by the terminal'};
+  /* The command's answer: the terminal answers within seconds of the send, so the page asks
+     again once a second, at most ANSWER_TRIES times, until it has one. */
+  var ANSWER_TRIES = 15;
+  GP.showAnswer = function (name, command, tries) {
+    var answered = command.result !== null && command.result !== undefined;
+    byId('gp-follow').textContent = '已发送 sent: ' + name + ' · ' + (answered ?
+      (TERMINAL_ANSWER[command.result] || '终端应答 answered ' + command.result) :
+      (tries < ANSWER_TRIES ? '等待终端应答 awaiting the terminal' : '终端未应答 no answer'));
+    if (answered || tries >= ANSWER_TRIES) { return; }
+    setTimeout(function () {
+      GP.api('/api/v1/jt808/commands/' + encodeURIComponent(command.id)).then(function (row) {
+        GP.showAnswer(name, row, tries + 1);
+      }).catch(function () { GP.showAnswer(name, command, tries + 1); });
+    }, 1000);
+  };
   GP.sendText = function (id) {
     var v = GP.vehicleRows[id] || {};
     GP.confirm('发送短信给 send a text to ' + (v.plate || v.identifier || id) +
@@ -222,8 +241,7 @@
                     {method: 'POST', body: {kind: 'text', text: text}});
     }).then(function (body) {
       if (body === undefined) { return; }
-      byId('gp-follow').textContent = '已发送 sent: ' + (v.plate || id) +
-        (body && body.result !== undefined ? ' (' + body.result + ')' : '');
+      GP.showAnswer(v.plate || v.identifier || id, body, 0);
     }).catch(function (err) {
       if (err && err.cancelled) { return; }
       byId('gp-follow').textContent = '发送失败 not sent: ' + err.message;
