@@ -163,6 +163,7 @@ def vector_tiles(
     show: bool = True,
     feature_id: str | None = None,
     pane: str = "overlayPane",
+    min_zoom: int | None = None,
 ) -> VectorGridProtobuf:
     """A Leaflet.VectorGrid layer of our MVT endpoint (SVG renderer, cookie sent).
 
@@ -174,6 +175,8 @@ def vector_tiles(
         JavaScript expression: a style object or ``function(properties, zoom)``.
     feature_id
         Property naming a feature, so the page can restyle it (``setFeatureStyle``).
+    min_zoom
+        No tiles asked for below this zoom (the layer is hidden there).
     """
     get_id = f"function (f) {{ return f.properties[{json.dumps(feature_id)}]; }}"
     options = (
@@ -182,6 +185,7 @@ def vector_tiles(
         "fetchOptions: {credentials: 'same-origin'}, "
         f"vectorTileLayerStyles: {{{json.dumps(layer)}: {style}}}"
         + (f", getFeatureId: {get_id}" if feature_id else "")
+        + (f", minZoom: {int(min_zoom)}" if min_zoom is not None else "")
         + "}"
     )
     return VectorGridProtobuf(url, name=name, options=options, overlay=True, show=show)

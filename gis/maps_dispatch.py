@@ -48,6 +48,7 @@ INCIDENT_LEGEND = [
 ]
 ALERT_LEGEND = [("#8c510a", "报警电话 alarm phone (数字 = 聚合数量 number = cluster size)")]
 GRID_OUTLINE = "{fill: false, color: '#3b6e8f', weight: 0.8, opacity: 0.7}"
+GRID_MIN_ZOOM = 9  # grid outlines from a county's view inwards
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class DispatchPage(MapPage):
     layout_id: int | None
     refresh_s: float
     incidents_url: str = "/api/v1/incidents?status=all&limit=500"
+    transport: str = "stream"  # or "poll": snapshots every refresh_s
 
 
 INTAKE = """
@@ -131,6 +133,10 @@ def dispatch_map(page: DispatchPage) -> str:
             name="网格 Grids",
             layer="grids",
             style=GRID_OUTLINE,
+            # a league or county view holds thousands of grids: unreadable as outlines, and
+            # their tiles would queue ahead of the live snapshot on the browser's six
+            # connections per server (first paint 7 s for the league)
+            min_zoom=GRID_MIN_ZOOM,
         ).add_to(fmap)
     # fed by the page (a snapshot, then Server-Sent Events): never started on a timer
     vehicles = Realtime(
@@ -168,6 +174,8 @@ def dispatch_map(page: DispatchPage) -> str:
             "alertPointsUrl": "/api/v1/live/alert-points",
             "streamUrl": "/api/v1/live/stream",
             "incidentsUrl": page.incidents_url,
+            "transport": page.transport,
+            "refreshS": page.refresh_s,
         },
     )
     PageAssets(SCRIPT).add_to(fmap)
@@ -194,7 +202,8 @@ def dispatch_map(page: DispatchPage) -> str:
                 "gp-legend",
                 "派警台 Dispatch console",
                 VEHICLE_LEGEND + INCIDENT_LEGEND + ALERT_LEGEND,
-                note="实时推送 live (服务器推送 server-sent) · 放大显示车牌 zoom in for plates"
+                note="实时推送 live (服务器推送 server-sent) · 放大显示网格和车牌 zoom in for grids"
+                " and plates"
                 " · 点击警情查看候选 click an incident for candidates",
             )
         ),

@@ -7,7 +7,7 @@ the basemap tiles. No page embeds the token; pages that write send a CSRF token 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
@@ -71,6 +71,13 @@ async def dispatch_page(
     conn: Conn,
     settings: AppSettings,
     basemap: Basemap = None,
+    live: Annotated[
+        Literal["stream", "poll"],
+        Query(
+            description="stream: pushed by Server-Sent Events; poll: snapshots every "
+            "GRIDPATROL_MAP_VEHICLE_REFRESH_S, for proxies that hold event streams back"
+        ),
+    ] = "stream",
 ) -> Response:
     if (redirect := token_redirect(request)) is not None:
         return redirect
@@ -85,6 +92,7 @@ async def dispatch_page(
         csrf=request.state.csrf,
         layout_id=await active_layout(conn),
         refresh_s=settings.map.vehicle_refresh_s,
+        transport=live,
     )
     return _page(maps_dispatch.dispatch_map(page), request)
 

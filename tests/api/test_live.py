@@ -327,3 +327,18 @@ def test_places_are_found_by_name_code_or_phone_in_scope(
         ).status_code
         == 422
     )
+
+
+def test_the_console_polls_only_when_asked(client: TestClient, scene: dict[str, Any]) -> None:
+    """``?live=poll`` (proxies that hold event streams back): the page polls every
+    GRIDPATROL_MAP_VEHICLE_REFRESH_S instead of opening the stream; anything else is a 422."""
+    headers = auth(scene["a"])
+    pushed = client.get("/maps/dispatch", headers=headers)
+    polled = client.get("/maps/dispatch?live=poll", headers=headers)
+    assert pushed.status_code == polled.status_code == 200
+    assert '"transport": "stream"' in pushed.text
+    assert '"transport": "poll"' in polled.text
+    assert f'"refreshS": {MapSettings().vehicle_refresh_s}' in polled.text
+    wrong = client.get("/maps/dispatch?live=carrier-pigeon", headers=headers)
+    assert wrong.status_code == 422
+    assert "live" in wrong.text

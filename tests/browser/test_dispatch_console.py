@@ -171,6 +171,8 @@ def terminal(
         call(unit.close())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+        with psycopg.connect(demo, autocommit=True) as db:  # the map tests count the fleet only
+            db.execute("UPDATE device SET enabled = false WHERE id = %s", (device[0],))
 
 
 def _drive(
@@ -415,4 +417,36 @@ def test_a_dispatcher_texts_a_vehicle_terminal_from_the_panel(
     assert requested_by
     assert requested_by != "system"
     run.screenshot("console-7-text-sent")
+    assert run.errors == []
+
+
+def test_the_polling_console_follows_the_fleet_without_the_stream(
+    patrol: dict[str, Any],
+    console: dict[str, Any],
+    live_server: str,
+    demo: str,
+    chromium: Chromium,
+) -> None:
+    """``?live=poll`` (for proxies that hold event streams back): no stream is opened, and a
+    vehicle's new fix still moves its marker, by the next snapshot."""
+    run = chromium.open("/maps/dispatch?live=poll", patrol["dispatcher"])
+    page = run.page
+    page.wait_for_function("GP.state.vehicles >= 1 && GP.state.snapshots >= 1", timeout=WAIT_MS)
+    assert page.evaluate("GP.stream === undefined")
+    assert "轮询 polling" in page.locator("#gp-live").inner_text()
+    device = int(page.evaluate("Number(Object.keys(GP.vehicleRows)[0])"))
+    with psycopg.connect(demo, autocommit=True) as db:
+        row = db.execute(
+            "SELECT s.lon, s.lat FROM device_state s WHERE s.device_id = %s", (device,)
+        ).fetchone()
+    assert row is not None
+    to = _offset(row[0], row[1], 100, 0)  # 100 m in 4 s: a plausible drive
+    _drive(live_server, console["writer"], device, to, demo, datetime.now(UTC).isoformat())
+    page.wait_for_function(
+        f"Math.abs(GP.vehicleRows[{device}].lon - {to[0]}) < 1e-4", timeout=WAIT_MS
+    )
+    moved = page.evaluate(
+        f"GP.vehicles.getLayer({device}).getLatLng().lng"  # the marker, not only the row
+    )
+    assert moved == pytest.approx(to[0], abs=1e-4)
     assert run.errors == []

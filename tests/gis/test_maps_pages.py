@@ -58,6 +58,8 @@ def test_dispatch_page_is_offline_safe_with_live_layers() -> None:
     assert "/tiles/grids/{z}/{x}/{y}.pbf?layout=7" in html
     config = _config(html)
     assert config["streamUrl"] == "/api/v1/live/stream"
+    assert config["transport"] == "stream"  # ?live=poll: snapshots every refreshS instead
+    assert config["refreshS"] == 5
     assert config["vehiclesUrl"] == "/api/v1/live/vehicles"
     assert config["alertPointsUrl"] == "/api/v1/live/alert-points"  # clustered on the page
     assert "GP.startConsole(" in html

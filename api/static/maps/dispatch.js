@@ -1,7 +1,8 @@
 /* GridPatrol dispatcher console: take a call, the incident list, per incident its timeline,
  * candidates (and why the others were left out) and workflow, the vehicle panel, the alarm
  * phones clustered, and live updates pushed by the server (EventSource on /api/v1/live/stream:
- * a snapshot when the stream opens, then the changes; the page never polls).
+ * a snapshot when the stream opens, then the changes; the page does not poll, unless opened
+ * with ?live=poll).
  * Needs gridpatrol.js (GP, GCJ-02 display conversion, API calls) loaded first.
  */
 (function () {
@@ -101,21 +102,41 @@
       esc(ago(p.age_s)) + (p.grid ? '<br>网格 grid ' + esc(p.grid) : '');
   };
 
-  /* The snapshot of the scope's vehicles (compact rows), as features. */
-  GP.vehicleSource = function () {
-    return function (success, error) {
-      GP.api(GP.cfg().vehiclesUrl).then(function (body) {
-        GP.skew = body.now - Date.now() / 1000;
-        GP.fresh = {fresh_s: body.fresh_s, offline_s: body.offline_s};
-        GP.vehicleRows = {};
-        body.vehicles.forEach(function (v) { GP.vehicleRows[v.id] = v; });
-        GP.state.snapshots += 1;
-        success(GP.displayGeoJSON({type: 'FeatureCollection',
-                                   features: body.vehicles.map(vehicleFeature)}));
-        GP.vehiclesChanged();
-      }).catch(function (err) { GP.state.lastError = err.message; error(err, err.message); });
-    };
+  /* A snapshot replaces what a live layer shows. It is handed over as data, never through the
+     layer's own source: leaflet-realtime drops a fetch's answer when any update started after
+     the fetch did, so one pushed change during the snapshot's request lost the whole snapshot
+     (the fleet then appeared vehicle by vehicle as each reported again). Features missing from
+     the snapshot go. */
+  GP.replaceFeatures = function (layer, fc) {
+    var keep = {};
+    fc.features.forEach(function (f) { keep[String(f.properties.id)] = true; });
+    var gone = Object.keys(layer._features).filter(function (id) { return !keep[id]; })
+      .map(function (id) { return layer._features[id]; });
+    if (gone.length) { layer.remove(gone); }
+    layer.update(fc);
   };
+
+  /* The snapshot of the scope's vehicles (compact rows), as features. */
+  GP.loadVehicles = function () {
+    return GP.api(GP.cfg().vehiclesUrl).then(function (body) {
+      GP.skew = body.now - Date.now() / 1000;
+      GP.fresh = {fresh_s: body.fresh_s, offline_s: body.offline_s};
+      // a fix pushed while the snapshot was on its way is newer than the snapshot's: kept
+      var before = GP.vehicleRows;
+      var rows = body.vehicles.map(function (v) {
+        var had = before[v.id];
+        return had && had.t > v.t ? had : v;
+      });
+      GP.vehicleRows = {};
+      rows.forEach(function (v) { GP.vehicleRows[v.id] = v; });
+      GP.state.snapshots += 1;
+      GP.replaceFeatures(GP.vehicles, GP.displayGeoJSON(
+        {type: 'FeatureCollection', features: rows.map(vehicleFeature)}));
+      GP.vehiclesChanged();
+    }).catch(function (err) { GP.state.lastError = err.message; });
+  };
+  /* The layers' own source (never started on a timer): the same snapshot, handed over. */
+  GP.vehicleSource = function () { return function () { GP.loadVehicles(); }; };
 
   GP.vehicleMarker = function (feature, latlng) {
     var p = feature.properties;
@@ -125,10 +146,18 @@
     }).bindTooltip(GP.vehicleLabel(p));
   };
 
+  /* GP.probe, when a benchmark sets it to [], records [vehicle, fix time, when its marker
+     moved (ms)] for every new fix drawn (bench/bench_console.py). */
+  GP.probeSeen = {};
   GP.vehicleUpdate = function (feature, oldLayer) {
     if (!oldLayer) { return undefined; }
     var c = feature.geometry.coordinates;
     oldLayer.setLatLng(L.latLng(c[1], c[0]));
+    var t = feature.properties.t;
+    if (GP.probe && GP.probeSeen[feature.properties.id] !== t) {
+      GP.probeSeen[feature.properties.id] = t;
+      GP.probe.push([feature.properties.id, t, Date.now()]);
+    }
     restyle(oldLayer, {fillColor: GP.vehicleColour(feature.properties)});
     oldLayer.setTooltipContent(GP.vehicleLabel(feature.properties));
     return oldLayer;
@@ -308,22 +337,23 @@
   }
 
   /* The snapshot: every incident of the list window; the map draws the open ones. */
-  GP.incidentSource = function () {
-    return function (success, error) {
-      GP.api(GP.cfg().incidentsUrl).then(function (fc) {
-        GP.incidentRows = {};
-        fc.features.forEach(function (f) {
-          var p = f.properties;
-          p.lon = f.geometry.coordinates[0];
-          p.lat = f.geometry.coordinates[1];
-          GP.incidentRows[p.id] = p;
-        });
-        success(GP.displayGeoJSON({type: 'FeatureCollection', features: fc.features.filter(
-          function (f) { return OPEN.indexOf(f.properties.status) >= 0; })}));
-        GP.renderIncidents();
-      }).catch(function (err) { GP.state.lastError = err.message; error(err, err.message); });
-    };
+  GP.loadIncidents = function () {
+    return GP.api(GP.cfg().incidentsUrl).then(function (fc) {
+      GP.incidentRows = {};
+      fc.features.forEach(function (f) {
+        var p = f.properties;
+        p.lon = f.geometry.coordinates[0];
+        p.lat = f.geometry.coordinates[1];
+        GP.incidentRows[p.id] = p;
+      });
+      GP.replaceFeatures(GP.incidents, GP.displayGeoJSON({type: 'FeatureCollection',
+        features: fc.features.filter(function (f) {
+          return OPEN.indexOf(f.properties.status) >= 0;
+        })}));
+      GP.renderIncidents();
+    }).catch(function (err) { GP.state.lastError = err.message; });
   };
+  GP.incidentSource = function () { return function () { GP.loadIncidents(); }; };
 
   function incidentTip(p) {
     return '警情 #' + esc(p.id) + ' ' + esc(p.kind) + ' · P' + esc(p.priority) + ' · ' +
@@ -830,13 +860,27 @@
     el.className = 'gp-live ' + (on ? 'gp-live-on' : 'gp-live-off');
   }
 
+  /* ?live=poll: the snapshots again every GRIDPATROL_MAP_VEHICLE_REFRESH_S instead of the
+     stream, for networks whose proxies hold Server-Sent Events back (and the benchmark's
+     baseline: the page as it was before the stream). */
+  GP.poll = function () {
+    live(true, '轮询 polling ' + GP.cfg().refreshS + ' s');
+    GP.loadVehicles();
+    GP.loadIncidents();
+    GP.poller = setInterval(function () {
+      GP.loadVehicles();
+      GP.loadIncidents();
+    }, GP.cfg().refreshS * 1000);
+  };
+
   GP.connect = function () {
+    if (GP.cfg().transport === 'poll') { GP.poll(); return; }
     if (GP.stream) { GP.stream.close(); }
     var stream = GP.stream = new EventSource(GP.cfg().streamUrl);
     stream.addEventListener('hello', function () {
       live(true, '实时 live');
-      GP.vehicles.update();  // a snapshot after every (re)connection: nothing missed
-      GP.incidents.update();
+      GP.loadVehicles();  // a snapshot after every (re)connection: nothing missed
+      GP.loadIncidents();
     });
     stream.addEventListener('incident', function (e) {
       GP.state.events += 1;
@@ -913,8 +957,8 @@
       GP.renderIncidents();
       GP.renderVehicles();
     }, 30000);
+    GP.connect();  // the fleet first: the alarm phones' thousands of rows after it
     GP.loadAlertPoints();
-    GP.connect();
   };
 
   /* ---- search by grid code or plate ---------------------------------------------------------- */
