@@ -39,7 +39,8 @@ from bench.load import LOGS, server_process, wait_for_port
 
 CHROMIUM = "/usr/bin/chromium"
 LIVE_SHARE = 0.9  # first paint: this share of the live fleet drawn
-SAMPLE_S = 30.0
+SAMPLE_S = 30.0  # heap samples
+TRACE_S = 5.0  # snapshots, events and fixes drawn so far
 # where the first paint's time goes: the document, and the slowest requests (s from navigation)
 TIMING = """(() => {
   const nav = performance.getEntriesByType('navigation')[0] || {};
@@ -120,17 +121,28 @@ def _session(page: Page, url: str, seconds: float, cdp: CDPSession | None) -> di
     )
     probe: list[list[Any]] = []
     heap: list[tuple[float, float]] = []
+    trace: list[tuple[float, int, int, int]] = []  # s, snapshots, stream events, fixes drawn
     began = time.monotonic()
+    next_heap = 0.0
     while (elapsed := time.monotonic() - began) < seconds:
         probe += page.evaluate("GP.probe.splice(0)")  # drained: the probe is not the growth
-        if cdp is not None:
+        state = page.evaluate("[GP.state.snapshots, GP.state.events]")
+        trace.append((round(elapsed, 1), int(state[0]), int(state[1]), len(probe)))
+        if cdp is not None and elapsed >= next_heap:
             heap.append((round(elapsed, 1), round(_heap_mb(cdp), 2)))
-        time.sleep(min(SAMPLE_S, seconds - elapsed))
+            next_heap += SAMPLE_S
+        time.sleep(min(TRACE_S, seconds - elapsed))
     probe += page.evaluate("GP.probe.splice(0)")
     if cdp is not None:
         heap.append((round(time.monotonic() - began, 1), round(_heap_mb(cdp), 2)))
     latency = _latencies_s(url, probe)
-    return {"drawn": len(probe), "matched": len(latency), "latency_s": latency, "heap": heap}
+    return {
+        "drawn": len(probe),
+        "matched": len(latency),
+        "latency_s": latency,
+        "heap": heap,
+        "trace": trace,
+    }
 
 
 def _open(page: Page, base: str, token: str, live: str, expect: int) -> float:
@@ -260,6 +272,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "baseline_update_p95_ms": _p95_ms(poll["latency_s"]),
         "baseline_update": percentiles_ms(poll["latency_s"]) if len(poll["latency_s"]) else {},
         "baseline_updates_drawn": poll["drawn"],
+        "baseline_trace": poll["trace"],
         "quick": quick,
     }
     p95, base95 = figures["update_p95_ms"], figures["baseline_update_p95_ms"]
