@@ -5,9 +5,7 @@ live, half over OsmAnd and half as JT/T 808 terminals, within a minute of the st
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +22,14 @@ from api.dispatch.assign import AssignIn, assign
 from api.dispatch.incidents import IncidentIn, create_incident
 from api.settings import DispatchSettings
 from api.simulate import Fleet
-from tests.security.live import HOST, OUTPUT, Live, live_server, stop_process
+from tests.security.live import (
+    OUTPUT,
+    Live,
+    demo_fleet,
+    demo_fleet_env,
+    live_server,
+    township,
+)
 
 pytestmark = pytest.mark.usefixtures("demo")
 VEHICLES = 4
@@ -38,54 +43,21 @@ def server(db_url: str, workdir: Path) -> Iterator[Live]:
         yield live
 
 
-def _township(db_url: str, from_last: int) -> str:
-    with psycopg.connect(db_url, autocommit=True) as db:
-        row = db.execute(
-            "SELECT code FROM admin_area WHERE level = 'township' ORDER BY code DESC "
-            "LIMIT 1 OFFSET %s",
-            (from_last,),
-        ).fetchone()
-    assert row is not None
-    return str(row[0])[:9]
-
-
 @pytest.fixture(scope="module")
 def area(db_url: str) -> str:
     """The league's last township (no other test drives there)."""
-    return _township(db_url, 0)
+    return township(db_url, 0)[:9]
 
 
 def _env(server: Live, db_url: str, area: str, vehicles: int, **demo: str) -> dict[str, str]:
-    """The demo fleet's environment against ``server``: ``demo`` are GRIDPATROL_DEMO_… values."""
-    return {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "GRIDPATROL_OSMAND_HOST": HOST,
-        "GRIDPATROL_OSMAND_PORT": str(server.osmand),
-        "GRIDPATROL_JT808_HOST": HOST,
-        "GRIDPATROL_JT808_PORT": str(server.jt808),
-        "GRIDPATROL_DEMO_VEHICLES": str(vehicles),
-        "GRIDPATROL_DEMO_AREA": area,
-        **{f"GRIDPATROL_DEMO_{key.upper()}": value for key, value in demo.items()},
-    }
+    return demo_fleet_env(db_url, server.osmand, server.jt808, area, vehicles, **demo)
 
 
 @contextmanager
 def _demo_fleet(env: dict[str, str], name: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """``python -m api.demofleet`` with its output in a log file; stopped on leaving."""
     log_path = OUTPUT / f"{name}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api.demofleet"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc, log_path
-        finally:
-            stop_process(proc)
+    with demo_fleet(env, log_path) as proc:
+        yield proc, log_path
 
 
 def test_the_fleet_is_split_between_the_protocols_village_by_village() -> None:
@@ -211,7 +183,7 @@ def test_assigned_demo_vehicles_drive_to_their_calls(server: Live, db_url: str) 
     """A dispatcher's call and a demo call nobody took: the demo's centre takes the second; both
     vehicles drive there, the server detects each arrival from their fixes, and the demo clears
     only the call its own centre assigned."""
-    area = _township(db_url, 1)
+    area = township(db_url, 1)[:9]
     env = _env(
         server,
         db_url,

@@ -49,9 +49,15 @@ def jt808_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server(demo: str, workdir: Path, jt808_port: int) -> Iterator[str]:
+def osmand_port() -> int:
+    """Where the live server's OsmAnd listener takes phones (127.0.0.1)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def live_server(demo: str, workdir: Path, jt808_port: int, osmand_port: int) -> Iterator[str]:
     """``uvicorn --factory api.app:create_app`` on a free port against the test database, its
-    JT/T 808 listener on ``jt808_port``."""
+    JT/T 808 listener on ``jt808_port`` and its OsmAnd listener on ``osmand_port``."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
     state = workdir / "browser-state"
@@ -61,7 +67,9 @@ def live_server(demo: str, workdir: Path, jt808_port: int) -> Iterator[str]:
         "DATABASE_URL": demo,
         "GRIDPATROL_API_STATE_DIR": str(state),
         "GRIDPATROL_API_TOKEN_CACHE_SECONDS": "0",
-        "GRIDPATROL_OSMAND_PORT": "0",
+        "GRIDPATROL_OSMAND_HOST": "127.0.0.1",
+        "GRIDPATROL_OSMAND_PORT": str(osmand_port),
+        "GRIDPATROL_OSMAND_ADDRESS_RATE_PER_S": "0",
         "GRIDPATROL_JT808_HOST": "127.0.0.1",
         "GRIDPATROL_JT808_PORT": str(jt808_port),
         "GRIDPATROL_COVERAGE_UPDATE_INTERVAL_S": "3600",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from api.db.cluster import free_port
 
@@ -165,3 +166,51 @@ def closed_within(sock: socket.socket, seconds: float, dribble: bytes = b"") -> 
                 return True, received
             sent += 1
     return False, received
+
+
+def township(db_url: str, from_last: int) -> str:
+    """The league's township code ``from_last`` places from the end (tests that run a demo
+    fleet each take their own, where no other test drives)."""
+    with psycopg.connect(db_url, autocommit=True) as db:
+        row = db.execute(
+            "SELECT code FROM admin_area WHERE level = 'township' ORDER BY code DESC "
+            "LIMIT 1 OFFSET %s",
+            (from_last,),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def demo_fleet_env(
+    db_url: str, osmand: int, jt808: int, area: str, vehicles: int, **demo: str
+) -> dict[str, str]:
+    """The demo fleet's environment against listeners on ``osmand`` and ``jt808`` (this host):
+    ``demo`` are ``GRIDPATROL_DEMO_…`` values by lower-case name."""
+    return {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "GRIDPATROL_OSMAND_HOST": HOST,
+        "GRIDPATROL_OSMAND_PORT": str(osmand),
+        "GRIDPATROL_JT808_HOST": HOST,
+        "GRIDPATROL_JT808_PORT": str(jt808),
+        "GRIDPATROL_DEMO_VEHICLES": str(vehicles),
+        "GRIDPATROL_DEMO_AREA": area,
+        **{f"GRIDPATROL_DEMO_{key.upper()}": value for key, value in demo.items()},
+    }
+
+
+@contextmanager
+def demo_fleet(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m api.demofleet`` with its output in ``log_path``; stopped on leaving."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.demofleet"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield proc
+        finally:
+            stop_process(proc)
