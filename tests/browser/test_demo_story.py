@@ -108,11 +108,22 @@ def _place_near(demo: str, lon: float, lat: float, village: str) -> tuple[float,
     return lon, lat + 400 / 111_195.0
 
 
-def test_the_demo_vehicle_drives_to_the_call_it_was_assigned(
-    demo: str, area: str, fleet: Path, live_server: str, chromium: Chromium
-) -> None:
+@pytest.fixture(scope="module")
+def dispatcher(demo: str, area: str) -> tuple[str, str]:
+    """The township's dispatcher (name, token), made before Playwright holds the event loop."""
     name = f"story-{area}"
-    token = run(_create_dispatcher(demo, name, [area[:9]]))
+    return name, run(_create_dispatcher(demo, name, [area[:9]]))
+
+
+def test_the_demo_vehicle_drives_to_the_call_it_was_assigned(
+    demo: str,
+    area: str,
+    fleet: Path,
+    dispatcher: tuple[str, str],
+    live_server: str,
+    chromium: Chromium,
+) -> None:
+    name, token = dispatcher
     vehicles = _live_vehicles(demo, area, fleet)
     ours = {int(v[0]) for v in vehicles}
     lon, lat = _place_near(demo, vehicles[0][1], vehicles[0][2], vehicles[0][3])
