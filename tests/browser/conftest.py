@@ -55,9 +55,14 @@ def osmand_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server(demo: str, workdir: Path, jt808_port: int, osmand_port: int) -> Iterator[str]:
+def live_server(
+    demo: str, workdir: Path, jt808_port: int, osmand_port: int, patrol: dict[str, Any]
+) -> Iterator[str]:
     """``uvicorn --factory api.app:create_app`` on a free port against the test database, its
-    JT/T 808 listener on ``jt808_port`` and its OsmAnd listener on ``osmand_port``."""
+    JT/T 808 listener on ``jt808_port`` and its OsmAnd listener on ``osmand_port``. Started after
+    the patrol fleet is stored: its coverage updater runs once at start (then hourly), so the
+    colour grid map has the fleet's coverage whichever browser test runs first."""
+    del patrol
     OUTPUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
     state = workdir / "browser-state"
