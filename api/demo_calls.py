@@ -78,7 +78,7 @@ class Routes:
 
     def follow(self, tracks: FleetTracks, identifiers: list[str]) -> None:
         """The new shift's tracks of these vehicles (``identifiers[tracks.vehicle]``)."""
-        bounds = np.r_[0, np.flatnonzero(np.diff(tracks.vehicle)) + 1, len(tracks)]
+        bounds = tracks.bounds()
         for a, b in itertools.pairwise(bounds.tolist()):
             if b > a:
                 self._rows[identifiers[int(tracks.vehicle[a])]] = Rows(tracks, a, b)

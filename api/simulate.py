@@ -309,7 +309,7 @@ async def send_osmand(
     loop = asyncio.get_running_loop()
     wall0, sim0 = loop.time(), int(tracks.time_us.min()) if len(tracks) else 0
     began = time.perf_counter()
-    bounds = np.r_[0, np.flatnonzero(np.diff(tracks.vehicle)) + 1, len(tracks)]
+    bounds = tracks.bounds()
     phases = send_phases(tracks, bounds, speedup)
     senders = [
         _vehicle_sender(

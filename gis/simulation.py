@@ -46,6 +46,11 @@ class FleetTracks:
     def __len__(self) -> int:
         return len(self.vehicle)
 
+    def bounds(self) -> NDArray[np.int64]:
+        """Where each vehicle's rows begin, and the end: vehicle k's rows are
+        ``bounds[k]:bounds[k + 1]`` (rows are sorted by vehicle)."""
+        return np.r_[0, np.flatnonzero(np.diff(self.vehicle)) + 1, len(self.vehicle)]
+
 
 @dataclass(frozen=True)
 class VehicleTrack:

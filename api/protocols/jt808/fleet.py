@@ -26,7 +26,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import numpy as np
 from psycopg import AsyncConnection
 
 from api import audit
@@ -259,7 +258,7 @@ async def send_jt808(
     loop = asyncio.get_running_loop()
     clock = (loop.time(), int(tracks.time_us.min()) if len(tracks) else 0, speedup)
     began = time.perf_counter()
-    bounds = np.r_[0, np.flatnonzero(np.diff(tracks.vehicle)) + 1, len(tracks)]
+    bounds = tracks.bounds()
     vehicles = [
         _vehicle(
             Terminal(phones[int(tracks.vehicle[a])], host=host, port=port, version=version),
