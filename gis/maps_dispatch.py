@@ -30,6 +30,7 @@ from gis.maps_common import (
 
 SCRIPT = "/static/maps/dispatch.js"
 STYLE = "/static/maps/dispatch.css"
+VEHICLES_URL = "/api/v1/live/vehicles"  # the scope's vehicles, compact (api/routers/live.py)
 
 # Okabe–Ito based: distinguishable with the common colour-vision deficiencies; vehicles are
 # circles, incidents larger circles with a white ring, alarm phones small squares
@@ -170,7 +171,7 @@ def dispatch_map(page: DispatchPage) -> str:
             # no bearer token in the page: its calls use the HTTP-only cookie, writes with
             # this CSRF token (useless without the cookie) in X-CSRF-Token
             "csrf": page.csrf,
-            "vehiclesUrl": "/api/v1/live/vehicles",
+            "vehiclesUrl": VEHICLES_URL,
             "alertPointsUrl": "/api/v1/live/alert-points",
             "streamUrl": "/api/v1/live/stream",
             "incidentsUrl": page.incidents_url,
@@ -181,6 +182,11 @@ def dispatch_map(page: DispatchPage) -> str:
     PageAssets(SCRIPT).add_to(fmap)
     add_css = folium.Element(f'<link rel="stylesheet" href="{STYLE}">')
     fmap.get_root().header.add_child(add_css)  # type: ignore[attr-defined]
+    # the fleet's snapshot is fetched while the scripts load, not after (first paint)
+    preload = folium.Element(
+        f'<link rel="preload" href="{VEHICLES_URL}" as="fetch" crossorigin="anonymous">'
+    )
+    fmap.get_root().header.add_child(preload, index=0)  # type: ignore[attr-defined]
     PageScript(
         f"GP.vehicles = GP.watch({vehicles.get_name()}, 'vehicles');\n"
         f"GP.incidents = GP.watch({incidents.get_name()}, 'incidents');\n"

@@ -33,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.auth import Principal
 from api.dispatch.incidents import SELECT as INCIDENT_SELECT
+from api.dispatch.locator import GridLocator
 from api.errors import TooManyRequests, Unavailable
 from api.scope import Scope
 from api.settings import MapSettings
@@ -45,10 +46,7 @@ VEHICLES = sql.SQL(
            v.name_zh AS village_name, s.status,
            round(s.lon::numeric, 6)::float8 AS lon, round(s.lat::numeric, 6)::float8 AS lat,
            round((s.speed * 3.6)::numeric, 1)::float8 AS speed,  -- km/h
-           extract(epoch FROM s.fix_time)::float8 AS fix_time,
-           (SELECT g.code FROM grid g JOIN grid_layout l ON l.id = g.layout_id
-             WHERE l.status = 'active' AND l.purpose = 'patrol' AND ST_Covers(g.geom, s.geom)
-             ORDER BY length(nbs_prefix(l.area_code)) DESC LIMIT 1) AS grid_code
+           extract(epoch FROM s.fix_time)::float8 AS fix_time
       FROM device_state s JOIN device d ON d.id = s.device_id
       LEFT JOIN admin_area v ON v.code = d.home_village
      WHERE d.enabled AND {where}
@@ -81,7 +79,7 @@ def vehicle_row(row: dict[str, Any]) -> dict[str, Any]:
         "lat": row["lat"],
         "speed": row["speed"],
         "t": row["fix_time"],
-        "grid": row["grid_code"],
+        "grid": None,  # named by the process's grid index (api.dispatch.locator)
     }
 
 
@@ -97,13 +95,15 @@ def cut_grid(row: dict[str, Any], scope: Scope) -> dict[str, Any]:
 async def vehicles(
     conn: AsyncConnection[Any],
     scope: Scope | None,
+    locator: GridLocator | None,
     *,
     since: datetime | None = None,
     ids: list[int] | None = None,
     limit: int = 20_000,
 ) -> list[dict[str, Any]]:
     """Vehicles of ``scope`` (all of them when None), optionally only those that reported
-    since ``since`` or are among ``ids``; one query, the grid each is in included."""
+    since ``since`` or are among ``ids``; the grid each is in named by ``locator`` (None: the
+    caller names them, ``grid`` is None)."""
     parts: list[sql.Composable] = []
     params: dict[str, Any] = {"limit": limit}
     if scope is not None:
@@ -116,6 +116,8 @@ async def vehicles(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(VEHICLES.format(where=where), params)
         rows = [vehicle_row(r) for r in await cur.fetchall()]
+    if locator is not None:
+        await locator.name_grids(conn, rows)
     return rows if scope is None else [cut_grid(r, scope) for r in rows]
 
 
@@ -161,6 +163,15 @@ def frame(event: str, data: Any, *, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {body}\n\n"
 
 
+def process_hub(state: Any) -> LiveHub:
+    """The process's hub on the app's ``state``, made on first use (it polls only while
+    streams are open)."""
+    if getattr(state, "live", None) is None:
+        state.live = LiveHub(state.pool, state.settings.map)
+    found: LiveHub = state.live
+    return found
+
+
 @dataclass
 class LiveHub:
     """The shared poll and its subscribers (one per process, on ``app.state.live``)."""
@@ -177,6 +188,7 @@ class LiveHub:
     _marks: deque[tuple[float, int]] = field(default_factory=deque)
     _since: datetime | None = None
     _sent_fix: dict[int, tuple[float, str]] = field(default_factory=dict)
+    locator: GridLocator = field(default_factory=GridLocator)
     closing: bool = False
     _hooked: bool = False
 
@@ -292,6 +304,7 @@ class LiveHub:
         rows = await vehicles(
             conn,
             None,
+            None,  # named below, only those not sent yet
             since=since - timedelta(seconds=OVERLAP_S),
             ids=sorted(touched),
         )
@@ -302,6 +315,7 @@ class LiveHub:
                 self._sent_fix[v["id"]] = key
                 fresh.append(v)
         if fresh:
+            await self.locator.name_grids(conn, fresh)
             for sub in list(self.subscribers):
                 scope = sub.principal.scope
                 mine = [cut_grid(v, scope) for v in fresh if sub.sees_vehicle(v)]

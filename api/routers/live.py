@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -39,21 +40,32 @@ ALERT_POINTS = sql.SQL(
 
 def hub(request: Request) -> LiveHub:
     """The process's hub, made on first use (it polls only while streams are open)."""
-    state = request.app.state
-    if getattr(state, "live", None) is None:
-        state.live = LiveHub(state.pool, state.settings.map)
-    found: LiveHub = state.live
-    return found
+    return live.process_hub(request.app.state)
 
 
 @router.get("/api/v1/live/vehicles", summary="The scope's vehicles, compact, with their grid")
-async def live_vehicles(principal: Viewer, conn: Conn, settings: AppSettings) -> dict[str, Any]:
+async def live_vehicles(
+    request: Request,
+    principal: Viewer,
+    conn: Conn,
+    settings: AppSettings,
+    since: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=1e10,
+            description="only vehicles that reported after this (Unix seconds, the `now` of an "
+            "earlier answer): what changed while a page opened its stream",
+        ),
+    ] = None,
+) -> dict[str, Any]:
     row = await (await conn.execute("SELECT extract(epoch FROM now())::float8")).fetchone()
+    after = None if since is None else datetime.fromtimestamp(since, UTC)
     return {
         "now": row[0] if row else time.time(),
         "fresh_s": settings.map.vehicle_fresh_s,
         "offline_s": settings.map.vehicle_offline_s,
-        "vehicles": await live.vehicles(conn, principal.scope),
+        "vehicles": await live.vehicles(conn, principal.scope, hub(request).locator, since=after),
     }
 
 

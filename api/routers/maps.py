@@ -18,6 +18,7 @@ from api.auth import Dispatcher, Planner, Viewer
 from api.coverage import metrics
 from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
+from api.dispatch.live import process_hub
 from api.errors import NotFound
 from api.layouts import active_layout, get_layout, list_layouts
 from api.positions import device_in_scope
@@ -81,6 +82,8 @@ async def dispatch_page(
 ) -> Response:
     if (redirect := token_redirect(request)) is not None:
         return redirect
+    # the page asks for every vehicle's grid next: have the grid index ready by then
+    process_hub(request.app.state).locator.warm(request.app.state.pool)
     page = maps_dispatch.DispatchPage(
         bounds=await scope_bounds(conn, principal.scope),
         basemap=_basemap(basemap, settings),

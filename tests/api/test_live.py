@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from api.auth import Principal
 from api.dispatch.live import LiveHub, Subscriber
+from api.dispatch.locator import GridLocator
 from api.errors import TooManyRequests, Unavailable
 from api.scope import Scope
 from api.settings import MapSettings
@@ -171,6 +172,10 @@ def test_one_poll_feeds_every_stream_only_its_scope(
     assert incident["id"] not in incidents("b")
     assert car_a in cars("a")
     assert car_b not in cars("a")
+    streamed = [v for e, d in got["a"] if e == "vehicles" for v in d["vehicles"]]
+    grid_a = next(v["grid"] for v in streamed if v["id"] == car_a)
+    assert grid_a
+    assert grid_a.startswith(scene["village_a"])  # named by the process's grid index
     assert car_b in cars("b")
     assert car_a not in cars("b")
     assert {car_a, car_b} <= cars("league")
@@ -218,10 +223,53 @@ def test_snapshots_are_compact_and_scoped(
     assert row["grid"]
     assert row["grid"].startswith(scene["village_a"])
     assert row["village_name"]
+    # what changed while a page opened its stream: only vehicles that reported after `now`
+    later = vehicle(db, make_device, scene["village_a"], village_point(db, scene["village_a"]))
+    since = client.get(
+        "/api/v1/live/vehicles", params={"since": mine["now"]}, headers=auth(scene["a"])
+    ).json()
+    assert later in {v["id"] for v in since["vehicles"]}
+    assert car not in {v["id"] for v in since["vehicles"]}
+    assert all(v["village"].startswith(scene["town_a"]) for v in since["vehicles"])
+    bad = client.get("/api/v1/live/vehicles?since=yesterday", headers=auth(scene["a"]))
+    assert bad.status_code == 422
+    assert "since" in bad.text
     points = client.get("/api/v1/live/alert-points", headers=auth(scene["a"])).json()
     assert points["columns"] == ["id", "lon", "lat", "kind", "name", "village"]
     assert points["points"]
     assert all(p[5].startswith(scene["town_a"]) for p in points["points"])
+
+
+def test_the_grid_index_follows_the_active_layouts(demo: str) -> None:
+    """Built once, kept while the active layouts stay, rebuilt when one changes — and it names
+    the same grid as the database's own point-in-polygon test, vehicle for vehicle."""
+
+    async def go() -> None:
+        async with await psycopg.AsyncConnection.connect(demo, autocommit=True) as conn:
+            locator = GridLocator()
+            first = await locator.index(conn)
+            assert len(first) > 0
+            assert await locator.index(conn) is first
+            assert locator.builds == 1
+            cur = await conn.execute(
+                "SELECT s.lon, s.lat, (SELECT g.code FROM grid g JOIN grid_layout l "
+                "ON l.id = g.layout_id WHERE l.status = 'active' AND l.purpose = 'patrol' "
+                "AND ST_Covers(g.geom, s.geom) ORDER BY length(nbs_prefix(l.area_code)) DESC, "
+                "g.code LIMIT 1) FROM device_state s"
+            )
+            rows = await cur.fetchall()
+            assert rows
+            got = first.locate([r[0] for r in rows], [r[1] for r in rows])
+            assert list(got) == [r[2] for r in rows]
+            async with conn.transaction(force_rollback=True):
+                await conn.execute(
+                    "UPDATE grid_layout SET version = version + 1 "
+                    "WHERE status = 'active' AND purpose = 'patrol'"
+                )
+                assert await locator.index(conn) is not first
+            assert locator.builds == 2
+
+    run(go())
 
 
 def test_candidates_say_how_many_were_beyond_the_level_or_the_scope(

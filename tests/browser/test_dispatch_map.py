@@ -14,6 +14,17 @@ from tests.browser.conftest import Chromium, api_get, positions
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 30_000
+# per vehicle marker: [on the vehicle canvas, on the map, alpha of the canvas pixel under it]
+PAINTED = """(() => {
+  const canvas = GP.vehicleCanvas, ctx = canvas._ctx, dpr = window.devicePixelRatio || 1;
+  const out = [];
+  GP.vehicles._container.eachLayer(l => {
+    const p = GP.map().latLngToLayerPoint(l.getLatLng()).subtract(canvas._bounds.min);
+    const px = ctx.getImageData(Math.round(p.x * dpr), Math.round(p.y * dpr), 1, 1).data;
+    out.push([l.options.renderer === canvas, !!l._map, px[3]]);
+  });
+  return out;
+})()"""
 
 
 def test_assigning_from_the_map_dispatches_the_incident(
@@ -23,7 +34,13 @@ def test_assigning_from_the_map_dispatches_the_incident(
     page = run.page
     assert page.url.endswith("/maps/dispatch")  # the token moved to a cookie
     page.wait_for_function(f"GP.state.vehicles >= {len(patrol['devices'])}", timeout=WAIT_MS)
-    assert page.locator("path.gp-vehicle").count() == len(patrol["devices"])
+    # every vehicle is on the map's one vehicle canvas, and really painted there (the canvas
+    # redraws on the next animation frame: waited for)
+    n = len(patrol["devices"])
+    page.wait_for_function(
+        f"{PAINTED}.filter(r => r[0] && r[1] && r[2] > 0).length >= {n}", timeout=WAIT_MS
+    )
+    assert len(page.evaluate(PAINTED)) == n
     marker = page.locator(f"path.gp-incident-{patrol['incident']}")
     marker.wait_for(state="attached", timeout=WAIT_MS)
     marker.dispatch_event("click")

@@ -61,6 +61,10 @@ def test_dispatch_page_is_offline_safe_with_live_layers() -> None:
     assert config["transport"] == "stream"  # ?live=poll: snapshots every refreshS instead
     assert config["refreshS"] == 5
     assert config["vehiclesUrl"] == "/api/v1/live/vehicles"
+    # the snapshot is fetched while the scripts load: preloaded from the head, before them
+    preload = '<link rel="preload" href="/api/v1/live/vehicles" as="fetch" crossorigin="anonymous">'
+    assert preload in html
+    assert html.index(preload) < html.index("/static/vendor/leaflet-realtime.js")
     assert config["alertPointsUrl"] == "/api/v1/live/alert-points"  # clustered on the page
     assert "GP.startConsole(" in html
     assert config["gcj02"] is False
