@@ -153,7 +153,12 @@
      ≈ 0.7 s as SVG and every second's few hundred moves restyled the DOM; the canvas still
      gives each marker its tooltip and clicks. */
   GP.vehicleRenderer = function () {
-    if (!GP.vehicleCanvas) { GP.vehicleCanvas = L.canvas({padding: 0.5, tolerance: 4}); }
+    if (!GP.vehicleCanvas) {
+      // above the alarm phones' cluster boxes (marker pane, 600), below tooltips (650)
+      var pane = GP.map().createPane('gp-vehicles');
+      pane.style.zIndex = 640;
+      GP.vehicleCanvas = L.canvas({padding: 0.5, tolerance: 4, pane: 'gp-vehicles'});
+    }
     return GP.vehicleCanvas;
   };
 
@@ -379,12 +384,22 @@
       esc(STATUS[p.status] || p.status);
   }
 
+  /* Incidents above the vehicles (an incident hidden under a crowd of vehicles is missed). */
+  GP.incidentRenderer = function () {
+    if (!GP.incidentSvg) {
+      GP.map().createPane('gp-incidents').style.zIndex = 645;
+      GP.incidentSvg = L.svg({pane: 'gp-incidents'});
+    }
+    return GP.incidentSvg;
+  };
+
   GP.incidentMarker = function (feature, latlng) {
     var p = feature.properties;
     return L.circleMarker(latlng, {
       radius: 9 + Math.max(0, 5 - (p.priority || 3)), weight: 3, color: '#ffffff',
       fillColor: INCIDENT_COLOURS[p.status] || '#b10026', fillOpacity: 1,
-      bubblingMouseEvents: false, className: 'gp-incident gp-incident-' + p.id
+      bubblingMouseEvents: false, className: 'gp-incident gp-incident-' + p.id,
+      renderer: GP.incidentRenderer()
     }).bindTooltip(incidentTip(p));
   };
 
@@ -725,8 +740,8 @@
                   {method: 'POST', body: payload}).then(function (body) {
       var status = (body && body.status) || 'dispatched';
       var done = byId('gp-assign-result');
-      if (done) { done.innerHTML = '<div class="gp-ok">已派警 ' + esc(STATUS[status] || status) +
-                                   '</div>'; }
+      if (done) { done.innerHTML = '<div class="gp-ok">指派成功 assigned · ' +
+                                   esc(STATUS[status] || status) + '</div>'; }
       Array.prototype.forEach.call(document.querySelectorAll('#gp-panel .gp-assign'),
                                    function (button) { button.disabled = true; });
       var badge = document.querySelector('#gp-panel .gp-status');
