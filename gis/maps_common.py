@@ -28,6 +28,9 @@ from gis.maps import BASEMAPS, add_html
 SCRIPT = "/static/maps/gridpatrol.js"
 STYLE = "/static/maps/gridpatrol.css"
 BASEMAP_LABELS = {"osm": "OpenStreetMap", "tianditu": "天地图", "amap": "高德 AMap"}
+# grid outlines under live vehicles or a track (no fill: what is on top stays readable)
+GRID_OUTLINE = "{fill: false, color: '#3b6e8f', weight: 0.8, opacity: 0.7}"
+GRID_MIN_ZOOM = 9  # grid outlines from a county's view inwards (a league's are a solid mass)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from folium.utilities import JsCode
 
 from gis.maps import add_html, render
 from gis.maps_common import (
+    GRID_MIN_ZOOM,
+    GRID_OUTLINE,
     MapPage,
     PageAssets,
     PageScript,
@@ -48,8 +50,6 @@ INCIDENT_LEGEND = [
     ("#1b7837", "已到达 arrived"),
 ]
 ALERT_LEGEND = [("#8c510a", "报警电话 alarm phone (数字 = 聚合数量 number = cluster size)")]
-GRID_OUTLINE = "{fill: false, color: '#3b6e8f', weight: 0.8, opacity: 0.7}"
-GRID_MIN_ZOOM = 9  # grid outlines from a county's view inwards
 
 
 @dataclass(frozen=True)

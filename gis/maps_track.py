@@ -1,7 +1,8 @@
 """Track replay (轨迹回放) of one vehicle on one day: a time slider drives the growing trail
-(TimestampedGeoJson), the whole day's track lies underneath as vector tiles, and the stops
-(≥ N minutes within a small radius, ``gis.stops``) are marked with arrival, departure and
-duration.
+(TimestampedGeoJson), the whole day's track lies underneath as vector tiles over the active
+layout's grids, and the stops (≥ N minutes within a small radius, ``gis.stops``) are marked with
+arrival, departure and duration — a stop's row zooms the map to it. A vehicle is picked by
+plate or village on the page; the shown track downloads as GPX.
 """
 
 from __future__ import annotations
@@ -18,19 +19,32 @@ from numpy.typing import NDArray
 
 from gis.crs import haversine_m
 from gis.maps import add_html, render
-from gis.maps_common import MapPage, PageAssets, to_display, vector_tiles
+from gis.maps_common import (
+    GRID_MIN_ZOOM,
+    GRID_OUTLINE,
+    MapPage,
+    PageAssets,
+    page_config,
+    to_display,
+    vector_tiles,
+)
 from gis.stops import Stops
 from gis.units import CHINA_OFFSET
 
 MAX_REPLAY_POINTS = 2000
+SCRIPT = "/static/maps/track.js"
+FRESH = {"live": "在线 live", "stale": "延迟 stale", "offline": "离线 offline"}
 TRACK_STYLE = "{color: '#7f7f7f', weight: 3, opacity: 0.7}"
 
 
 @dataclass(frozen=True)
 class TrackPage(MapPage):
-    """A device's fixes on a day (UTC µs, WGS-84) and the stops found in them."""
+    """A device's fixes on a day (UTC µs, WGS-84) and the stops found in them; ``device`` None:
+    no vehicle picked yet. ``hits``: the vehicles matching the picker's search ``q`` (id,
+    plate, identifier, village, freshness), ``more_hits`` beyond them; ``layout_id``: the
+    active grid layout drawn under the track."""
 
-    device: dict[str, Any]
+    device: dict[str, Any] | None
     day: date
     time_us: NDArray[np.int64]
     lon: NDArray[np.float64]
@@ -38,6 +52,10 @@ class TrackPage(MapPage):
     stops: Stops
     stop_minutes: float
     stop_radius_m: float
+    layout_id: int | None = None
+    q: str = ""
+    hits: tuple[dict[str, Any], ...] = ()
+    more_hits: int = 0
 
 
 def _china_clock(us: int) -> str:
@@ -78,12 +96,21 @@ def replay_geojson(page: TrackPage, *, gcj02: bool) -> dict[str, Any]:
     return to_display({"type": "FeatureCollection", "features": [feature]}, gcj02=gcj02)
 
 
-def _summary(page: TrackPage, km: float) -> str:
+def _summary(page: TrackPage, km: float, stop_points: list[list[float]]) -> str:
+    if page.device is None:
+        return (
+            '<div id="gp-summary" class="gp-box gp-title"><b>轨迹回放 Track replay</b><br>'
+            "请在右上角选择车辆 pick a vehicle (top right) by plate or village</div>"
+        )
     name = page.device.get("plate") or page.device.get("identifier")
     rows = "".join(
-        f"<tr><td>{i + 1}</td><td>{_china_clock(int(a))}</td><td>{_china_clock(int(b))}</td>"
+        f'<tr class="gp-stop-row" data-i="{i}" data-lon="{xy[0]:.6f}" data-lat="{xy[1]:.6f}" '
+        'title="点击定位 click to zoom">'
+        f"<td>{i + 1}</td><td>{_china_clock(int(a))}</td><td>{_china_clock(int(b))}</td>"
         f"<td>{(b - a) / 6e7:.0f}</td></tr>"
-        for i, (a, b) in enumerate(zip(page.stops.start_us, page.stops.end_us, strict=True))
+        for i, (a, b, xy) in enumerate(
+            zip(page.stops.start_us, page.stops.end_us, stop_points, strict=True)
+        )
     )
     table = (
         '<table class="gp-table"><tr><th>#</th><th>到达 Arrive</th><th>离开 Leave</th>'
@@ -96,40 +123,84 @@ def _summary(page: TrackPage, km: float) -> str:
         if len(page.time_us) == 0
         else ""
     )
+    gpx = (
+        f' · <a id="gp-gpx" href="/maps/track.gpx?device={page.device["id"]}'
+        f'&amp;day={page.day.isoformat()}" download>下载 GPX</a>'
+        if len(page.time_us)
+        else ""
+    )
     return (
         '<div id="gp-summary" class="gp-box gp-title" style="max-height:60vh;overflow:auto">'
         f"<b>轨迹回放 Track replay</b> · {escape(str(name))}<br>"
         f"{page.day.isoformat()} (北京时间 China time) · {len(page.time_us)} 定位 fixes · "
         f'{km:.1f} km · <span id="gp-stop-count">{len(page.stops)}</span> 停留 stops '
-        f"(≥ {page.stop_minutes:g} min, ≤ {page.stop_radius_m:g} m){empty}{table}</div>"
+        f"(≥ {page.stop_minutes:g} min, ≤ {page.stop_radius_m:g} m){gpx}{empty}{table}</div>"
     )
 
 
-def _day_form(page: TrackPage) -> str:
+def _picker(page: TrackPage) -> str:
+    """The day (for this vehicle) and the vehicle (by plate or village, within the scope)."""
     hidden = "".join(
         f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
         for k, v in page.query
-        if k not in ("day", "token")
+        if k not in ("day", "token", "q")
+    )
+    day = page.day.isoformat()
+    hits = "".join(
+        f'<li><a class="gp-hit" data-device="{h["id"]}" '
+        f'href="{escape(page.path)}?device={h["id"]}&amp;day={day}">'
+        f"{escape(str(h.get('plate') or h.get('identifier')))}</a> "
+        f"<small>{escape(str(h.get('village') or ''))} · "
+        f"{escape(FRESH.get(str(h.get('freshness')), ''))}</small></li>"
+        for h in page.hits
+    )
+    if page.q and not page.hits:
+        hits = f'<li class="gp-error">未找到 no vehicle matches “{escape(page.q)}”</li>'
+    more = (
+        f'<div class="gp-note">另有 {page.more_hits} 辆 {page.more_hits} more: '
+        "请缩小搜索 narrow the search</div>"
+        if page.more_hits
+        else ""
+    )
+    day_form = (
+        f'<form method="get" action="{escape(page.path)}">{hidden}'
+        f'日期 day <input type="date" name="day" value="{day}"> '
+        '<button type="submit">打开 Open</button></form>'
+        if page.device is not None
+        else ""
     )
     return (
-        '<div id="gp-window" class="gp-box" style="top:10px;right:10px">'
-        f'<form method="get" action="{escape(page.path)}">{hidden}'
-        f'日期 day <input type="date" name="day" value="{page.day.isoformat()}"> '
-        '<button type="submit">打开 Open</button></form></div>'
+        '<div id="gp-window" class="gp-box" style="top:10px;right:10px;max-width:340px;'
+        f'max-height:50vh;overflow:auto">{day_form}'
+        f'<form id="gp-pick-vehicle" method="get" action="{escape(page.path)}">'
+        f'<input type="hidden" name="day" value="{day}">'
+        f'车辆 vehicle <input type="search" name="q" value="{escape(page.q)}" size="16" '
+        'maxlength="64" placeholder="车牌或嘎查村 plate or village"> '
+        f'<button type="submit">查找 Find</button></form><ul id="gp-hits">{hits}</ul>{more}</div>'
     )
 
 
 def track_map(page: TrackPage) -> str:
     """The track replay page's HTML (local assets only)."""
     gcj02 = page.basemap == "amap"
+    crs = "&crs=gcj02" if gcj02 else ""
     fmap = page.new_map()
-    vector_tiles(
-        f"/tiles/tracks/{{z}}/{{x}}/{{y}}.pbf?device={page.device['id']}"
-        f"&day={page.day.isoformat()}" + ("&crs=gcj02" if gcj02 else ""),
-        name="全天轨迹 Whole day",
-        layer="tracks",
-        style=TRACK_STYLE,
-    ).add_to(fmap)
+    if page.layout_id is not None:
+        vector_tiles(
+            f"/tiles/grids/{{z}}/{{x}}/{{y}}.pbf?layout={page.layout_id}{crs}",
+            name="网格 Grids",
+            layer="grids",
+            style=GRID_OUTLINE,
+            min_zoom=GRID_MIN_ZOOM,
+        ).add_to(fmap)
+    if page.device is not None:
+        vector_tiles(
+            f"/tiles/tracks/{{z}}/{{x}}/{{y}}.pbf?device={page.device['id']}"
+            f"&day={page.day.isoformat()}{crs}",
+            name="全天轨迹 Whole day",
+            layer="tracks",
+            style=TRACK_STYLE,
+        ).add_to(fmap)
     if len(page.time_us) > 1:
         TimestampedGeoJson(
             replay_geojson(page, gcj02=gcj02),
@@ -161,18 +232,19 @@ def track_map(page: TrackPage) -> str:
             fill=True,
             fill_color="#2166ac",
             fill_opacity=0.95,
-            className="gp-stop",
+            className=f"gp-stop gp-stop-{i}",
             tooltip=f"停留 {i + 1}: {_china_clock(int(a))}–{_china_clock(int(b))} "
             f"({(b - a) / 6e7:.0f} min)",
         ).add_to(stops)
     stops.add_to(fmap)
     folium.LayerControl(position="topleft", collapsed=True).add_to(fmap)
-    PageAssets().add_to(fmap)
+    page_config(fmap, {"map": fmap.get_name(), "gcj02": gcj02})
+    PageAssets(SCRIPT).add_to(fmap)
     km = (
         float(haversine_m(page.lon[:-1], page.lat[:-1], page.lon[1:], page.lat[1:]).sum()) / 1e3
         if len(page.time_us) > 1
         else 0.0
     )
-    add_html(fmap, folium.Element(_summary(page, km)))
-    add_html(fmap, folium.Element(_day_form(page)))
+    add_html(fmap, folium.Element(_summary(page, km, points)))
+    add_html(fmap, folium.Element(_picker(page)))
     return render(fmap, title="GridPatrol · 轨迹回放 Track replay")

@@ -6,6 +6,7 @@ the basemap tiles. No page embeds the token; pages that write send a CSRF token 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
@@ -20,12 +21,13 @@ from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
 from api.dispatch.live import process_hub
 from api.errors import NotFound
+from api.figures import Thresholds, device_list
 from api.layouts import active_layout, get_layout, list_layouts
 from api.positions import device_in_scope
 from api.routers.pages import html_page, token_redirect
 from api.scope import Scope
 from api.settings import Settings
-from gis import maps_coverage, maps_dispatch, maps_planner, maps_track
+from gis import gpx, maps_coverage, maps_dispatch, maps_planner, maps_track
 from gis.stops import detect_stops
 from gis.units import china_day_bounds, china_today
 
@@ -141,37 +143,70 @@ async def coverage_page(
     return _page(maps_coverage.coverage_map(page), request)
 
 
-@router.get("/maps/track", response_class=HTMLResponse, summary="Track replay of a vehicle/day")
-async def track_page(
-    request: Request,
-    principal: Viewer,
-    conn: Conn,
-    settings: AppSettings,
-    device: Annotated[int, Query(ge=1, description="device id")],
-    day: Annotated[date | None, Query(description="China-local day (default today)")] = None,
-    basemap: Basemap = None,
-) -> Response:
-    if (redirect := token_redirect(request)) is not None:
-        return redirect
-    await device_in_scope(conn, principal.scope, device)  # 404 outside the scope
-    day = day or china_today()
+TRACK_HITS = 20  # vehicles listed by the track page's picker
+
+
+async def _day_fixes(
+    conn: AsyncConnection[Any], device: int, day: date
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A device's fixes on a China-local day: time (UTC µs), lon, lat (WGS-84), speed (m/s)."""
     t0, t1 = china_day_bounds(day)
+    rows = await (
+        await conn.execute(
+            "SELECT (extract(epoch FROM fix_time) * 1e6)::bigint, lon, lat, "
+            "coalesce(speed, 'NaN') FROM position "
+            "WHERE device_id = %s AND fix_time >= %s AND fix_time < %s ORDER BY fix_time",
+            (device, t0, t1),
+        )
+    ).fetchall()
+    columns = np.array(rows, dtype=np.float64).reshape(-1, 4).T
+    return columns[0].astype(np.int64), columns[1], columns[2], columns[3]
+
+
+async def _device_row(conn: AsyncConnection[Any], scope: Scope, device: int) -> dict[str, Any]:
+    await device_in_scope(conn, scope, device)  # 404 outside the scope
     info = await (
         await conn.execute(
             "SELECT id, identifier, plate, name FROM device WHERE id = %s", (device,)
         )
     ).fetchone()
     assert info is not None  # noqa: S101 - device_in_scope found it
-    rows = await (
-        await conn.execute(
-            "SELECT (extract(epoch FROM fix_time) * 1e6)::bigint, lon, lat FROM position "
-            "WHERE device_id = %s AND fix_time >= %s AND fix_time < %s ORDER BY fix_time",
-            (device, t0, t1),
+    return dict(zip(("id", "identifier", "plate", "name"), info, strict=True))
+
+
+@router.get("/maps/track", response_class=HTMLResponse, summary="Track replay of a vehicle/day")
+async def track_page(
+    request: Request,
+    principal: Viewer,
+    conn: Conn,
+    settings: AppSettings,
+    device: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="device id")] = None,
+    day: Annotated[date | None, Query(description="China-local day (default today)")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=64, description="pick a vehicle: part of its plate, id or village"),
+    ] = None,
+    basemap: Basemap = None,
+) -> Response:
+    if (redirect := token_redirect(request)) is not None:
+        return redirect
+    info = None if device is None else await _device_row(conn, principal.scope, device)
+    day = day or china_today()
+    time_us, lon, lat, _ = (
+        await _day_fixes(conn, device, day)
+        if device is not None
+        else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+    )
+    hits: list[dict[str, Any]] = []
+    total = 0
+    if q is not None or device is None:  # the picker: matches, or the scope's first vehicles
+        hits, total = await device_list(
+            conn,
+            principal.scope,
+            thresholds=Thresholds(settings.map.vehicle_fresh_s, settings.map.vehicle_offline_s),
+            search=(q or "").strip() or None,
+            limit=TRACK_HITS,
         )
-    ).fetchall()
-    time_us = np.array([r[0] for r in rows], dtype=np.int64)
-    lon = np.array([r[1] for r in rows], dtype=np.float64)
-    lat = np.array([r[2] for r in rows], dtype=np.float64)
     s = settings.map
     stops = detect_stops(
         time_us, lon, lat, min_duration_s=s.stop_minutes * 60, radius_m=s.stop_radius_m
@@ -184,7 +219,7 @@ async def track_page(
             float(lon.max()) + pad,
             float(lat.max()) + pad,
         )
-        if len(rows)
+        if len(time_us)
         else await scope_bounds(conn, principal.scope)
     )
     page = maps_track.TrackPage(
@@ -193,7 +228,7 @@ async def track_page(
         tianditu_key=s.tianditu_key,
         path=request.url.path,
         query=list(request.query_params.multi_items()),
-        device=dict(zip(("id", "identifier", "plate", "name"), info, strict=True)),
+        device=info,
         day=day,
         time_us=time_us,
         lon=lon,
@@ -201,8 +236,42 @@ async def track_page(
         stops=stops,
         stop_minutes=s.stop_minutes,
         stop_radius_m=s.stop_radius_m,
+        layout_id=await active_layout(conn),
+        q=q or "",
+        hits=tuple(hits),
+        more_hits=max(0, total - len(hits)),
     )
     return _page(maps_track.track_map(page), request)
+
+
+@router.get(
+    "/maps/track.gpx",
+    summary="The track replay's track as GPX 1.1 (WGS-84, UTC)",
+    response_class=Response,
+    responses={200: {"content": {"application/gpx+xml": {}}}},
+)
+async def track_gpx(
+    principal: Viewer,
+    conn: Conn,
+    device: Annotated[int, Query(ge=1, le=2**31 - 1, description="device id")],
+    day: Annotated[date | None, Query(description="China-local day (default today)")] = None,
+) -> Response:
+    info = await _device_row(conn, principal.scope, device)
+    day = day or china_today()
+    time_us, lon, lat, speed = await _day_fixes(conn, device, day)
+    name = str(info["plate"] or info["identifier"])
+    body = await asyncio.to_thread(
+        gpx.track_gpx, f"{name} {day.isoformat()}", time_us, lon, lat, speed_ms=speed
+    )
+    filename = f"track-{info['id']}-{day.isoformat()}.gpx"
+    return Response(
+        body,
+        media_type="application/gpx+xml",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 async def layout_bounds(

@@ -4,15 +4,19 @@ shows a grid's coverage and blind spots on click; track replay has its slider an
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
 
+import httpx
 import numpy as np
 import psycopg
 import pytest
 
+from api.protocols.gpx import parse_gpx
 from gis.stops import detect_stops
+from gis.units import china_day_bounds
 from tests.browser.conftest import Chromium
+from tests.conftest import auth
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 30_000
@@ -153,3 +157,90 @@ def test_track_replay_has_a_slider_and_the_stops(
     )  # the whole day's track, as vector tiles
     run.screenshot("track-replay")
     assert run.errors == []
+
+
+@pytest.fixture(scope="module")
+def outsider(make_token: Any) -> str:
+    """A viewer of another banner (made before the browser starts its event loop)."""
+    token: str = make_token("viewer", ["152501"])
+    return token
+
+
+def test_track_replay_story_pick_a_vehicle_grids_stops_and_gpx(
+    patrol: dict[str, Any], demo: str, live_server: str, outsider: str, chromium: Chromium
+) -> None:
+    """A viewer opens track replay without a device id, finds the vehicle by part of its plate
+    (only vehicles of their township offered), sees the track over the active grids, replays
+    at a speed said in words, zooms to a stop from its row and downloads the track as GPX —
+    every stored fix of that day, in WGS-84 even on the GCJ-02 basemap."""
+    device, plate = patrol["devices"][0][0], patrol["devices"][0][2]
+    day = _track_path(patrol).rsplit("day=", 1)[1]
+    run = chromium.open(f"/maps/track?day={day}", patrol["viewer"])
+    page = run.page
+    offered = [int(a.get_attribute("data-device") or 0) for a in page.locator(".gp-hit").all()]
+    assert offered
+    with psycopg.connect(demo, autocommit=True) as db:
+        villages = dict(
+            db.execute(
+                "SELECT id, home_village FROM device WHERE id = ANY(%s)", (offered,)
+            ).fetchall()
+        )
+    assert all(str(villages[d]).startswith(patrol["township"][:9]) for d in offered)
+    page.fill("#gp-pick-vehicle input[name=q]", plate[-4:])
+    page.click("#gp-pick-vehicle button")
+    page.locator(f".gp-hit[data-device='{device}']").click()
+    page.locator(".leaflet-bar-timecontrol").wait_for(timeout=WAIT_MS)
+    assert f"device={device}" in page.url
+    assert plate in page.locator("#gp-summary").inner_text()
+    # the active layout's grids under the track
+    page.wait_for_function(
+        "performance.getEntriesByType('resource').some(r => r.name.includes('/tiles/grids/'))",
+        timeout=WAIT_MS,
+    )
+    page.wait_for_function(ANY_VECTOR_PATH, timeout=WAIT_MS)
+    speed = page.locator(".timecontrol-speed .speed").inner_text()
+    assert "min/s" in speed
+    assert "fps" not in speed
+    stops = page.locator(".gp-stop-row")
+    if stops.count():
+        row = stops.first
+        row.click()
+        lat, lon = (
+            float(row.get_attribute("data-lat") or 0),
+            float(row.get_attribute("data-lon") or 0),
+        )
+        centre = page.evaluate(
+            "[GP.map().getCenter().lat, GP.map().getCenter().lng, GP.map().getZoom()]"
+        )
+        assert centre[0] == pytest.approx(lat, abs=1e-4)
+        assert centre[1] == pytest.approx(lon, abs=1e-4)
+        assert centre[2] >= 16
+        page.locator(".leaflet-tooltip", has_text="停留 1").wait_for(timeout=WAIT_MS)
+    run.screenshot("track-replay-story")
+    with page.expect_download() as download:
+        page.click("#gp-gpx")
+    parsed = parse_gpx(download.value.path(), device="x")
+    with psycopg.connect(demo, autocommit=True) as db:
+        stored = db.execute(
+            "SELECT (extract(epoch FROM fix_time) * 1e6)::bigint, lon, lat FROM position "
+            "WHERE device_id = %s AND fix_time >= %s AND fix_time < %s ORDER BY fix_time",
+            (device, *china_day_bounds(date.fromisoformat(day))),
+        ).fetchall()
+    assert len(parsed.fixes.time_us) == len(stored) > 0
+    assert np.array_equal(parsed.fixes.time_us, [r[0] for r in stored])
+    assert np.allclose(parsed.fixes.lon, [r[1] for r in stored], atol=1e-7)
+    assert np.allclose(parsed.fixes.lat, [r[2] for r in stored], atol=1e-7)
+    assert run.errors == []
+    # on the GCJ-02 basemap the download is the same WGS-84 track
+    amap = chromium.open(f"/maps/track?device={device}&day={day}&basemap=amap", patrol["viewer"])
+    assert amap.page.locator("#gp-gpx").get_attribute("href") == (
+        f"/maps/track.gpx?device={device}&day={day}"
+    )
+    # outside the scope: no track, no file
+    refused = httpx.get(
+        f"{live_server}/maps/track.gpx?device={device}&day={day}",
+        headers=auth(outsider),
+        timeout=30,
+    )
+    assert refused.status_code == 404
+    assert "<trkpt" not in refused.text

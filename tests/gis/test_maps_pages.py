@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import date
 from urllib.parse import parse_qs, urlparse
 
@@ -166,6 +167,43 @@ def test_track_replay_has_a_time_slider_and_the_stop() -> None:
     assert html.count("gp-stop") >= 2  # the count and the marker's class
     trail = replay_geojson(page, gcj02=False)["features"][0]
     assert len(trail["properties"]["times"]) == len(trail["geometry"]["coordinates"]) == 360
+
+
+def test_track_replay_offers_grids_stops_that_zoom_a_picker_and_gpx() -> None:
+    page = replace(
+        _track_page("amap"),
+        layout_id=7,
+        q="S00",
+        hits=({"id": 5, "plate": "蒙H·S0005", "village": "<苏吉嘎查>", "freshness": "live"},),
+        more_hits=3,
+    )
+    html = track_map(page)
+    assert "/tiles/grids/{z}/{x}/{y}.pbf?layout=7&crs=gcj02" in html  # grids under the track
+    assert "/static/maps/track.js" in html
+    # a stop's row carries where it is on this basemap (GCJ-02 here), for the zoom
+    gx, gy = wgs84_to_gcj02(page.stops.lon, page.stops.lat)
+    assert f'data-lon="{gx[0]:.6f}" data-lat="{gy[0]:.6f}"' in html
+    # the GPX link: the stored (WGS-84) track, whatever the basemap
+    assert 'href="/maps/track.gpx?device=5&amp;day=2026-11-18"' in html
+    assert 'href="/maps/track?device=5&amp;day=2026-11-18">蒙H·S0005</a>' in html
+    assert "&lt;苏吉嘎查&gt;" in html  # escaped
+    assert "3 more" in html
+    none = replace(page, hits=(), more_hits=0, q="nothing")
+    assert "no vehicle matches “nothing”" in track_map(none)
+    unpicked = replace(
+        page,
+        device=None,
+        time_us=page.time_us[:0],
+        lon=page.lon[:0],
+        lat=page.lat[:0],
+        stops=detect_stops(
+            page.time_us[:0], page.lon[:0], page.lat[:0], min_duration_s=300, radius_m=50
+        ),
+    )
+    html = track_map(unpicked)
+    assert "pick a vehicle" in html
+    assert "/tiles/tracks/" not in html
+    assert "gp-gpx" not in html
 
 
 def test_track_replay_on_amap_is_drawn_in_gcj02() -> None:
