@@ -249,3 +249,20 @@ def to_display(geojson: dict[str, Any], *, gcj02: bool) -> dict[str, Any]:
 
     converted: dict[str, Any] = walk(geojson)
     return converted
+
+
+def grid_outlines(layout_id: int, *, gcj02: bool) -> VectorGridProtobuf:
+    """The layout's grids as thin outlines (vector tiles) under what a page is about.
+
+    Only from ``GRID_MIN_ZOOM`` in: a league or county view holds thousands of grids,
+    unreadable as outlines, and their tiles would queue ahead of the page's own data on the
+    browser's six connections per server (the console's first paint was 7 s for the league).
+    """
+    crs = "&crs=gcj02" if gcj02 else ""
+    return vector_tiles(
+        f"/tiles/grids/{{z}}/{{x}}/{{y}}.pbf?layout={layout_id}{crs}",
+        name="网格 Grids",
+        layer="grids",
+        style=GRID_OUTLINE,
+        min_zoom=GRID_MIN_ZOOM,
+    )

@@ -20,14 +20,12 @@ from folium.utilities import JsCode
 
 from gis.maps import add_html, render
 from gis.maps_common import (
-    GRID_MIN_ZOOM,
-    GRID_OUTLINE,
     MapPage,
     PageAssets,
     PageScript,
+    grid_outlines,
     legend,
     page_config,
-    vector_tiles,
 )
 
 SCRIPT = "/static/maps/dispatch.js"
@@ -126,19 +124,9 @@ INTAKE = """
 def dispatch_map(page: DispatchPage) -> str:
     """The dispatcher console's HTML (local assets only)."""
     gcj02 = page.basemap == "amap"
-    crs = "&crs=gcj02" if gcj02 else ""
     fmap = page.new_map()
     if page.layout_id is not None:
-        vector_tiles(
-            f"/tiles/grids/{{z}}/{{x}}/{{y}}.pbf?layout={page.layout_id}{crs}",
-            name="网格 Grids",
-            layer="grids",
-            style=GRID_OUTLINE,
-            # a league or county view holds thousands of grids: unreadable as outlines, and
-            # their tiles would queue ahead of the live snapshot on the browser's six
-            # connections per server (first paint 7 s for the league)
-            min_zoom=GRID_MIN_ZOOM,
-        ).add_to(fmap)
+        grid_outlines(page.layout_id, gcj02=gcj02).add_to(fmap)
     # fed by the page (a snapshot, then Server-Sent Events): never started on a timer
     vehicles = Realtime(
         JsCode("GP.vehicleSource()"),

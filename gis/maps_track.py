@@ -20,10 +20,9 @@ from numpy.typing import NDArray
 from gis.crs import haversine_m
 from gis.maps import add_html, render
 from gis.maps_common import (
-    GRID_MIN_ZOOM,
-    GRID_OUTLINE,
     MapPage,
     PageAssets,
+    grid_outlines,
     page_config,
     to_display,
     vector_tiles,
@@ -186,13 +185,7 @@ def track_map(page: TrackPage) -> str:
     crs = "&crs=gcj02" if gcj02 else ""
     fmap = page.new_map()
     if page.layout_id is not None:
-        vector_tiles(
-            f"/tiles/grids/{{z}}/{{x}}/{{y}}.pbf?layout={page.layout_id}{crs}",
-            name="网格 Grids",
-            layer="grids",
-            style=GRID_OUTLINE,
-            min_zoom=GRID_MIN_ZOOM,
-        ).add_to(fmap)
+        grid_outlines(page.layout_id, gcj02=gcj02).add_to(fmap)
     if page.device is not None:
         vector_tiles(
             f"/tiles/tracks/{{z}}/{{x}}/{{y}}.pbf?device={page.device['id']}"
