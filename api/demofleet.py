@@ -24,6 +24,7 @@ import logging
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -43,6 +44,7 @@ from gis.simulation import FleetTracks
 log = logging.getLogger("gridpatrol.demofleet")
 HISTORY_KEY = "demo.history"
 WAIT_FOR_SERVERS_S = 300.0
+RESTART_S = 5.0  # a failed side task (calls, errands) starts again after this, then longer
 
 
 def halves(fleet: sim.Fleet) -> tuple[sim.Fleet, sim.Fleet]:
@@ -183,21 +185,44 @@ async def run(settings: Settings) -> None:
         await sim.register_fleet(conn, fleet, np.zeros(len(fleet.identifiers), dtype=bool))
     history = asyncio.create_task(_history(settings, url, fleet), name="demo history")
     history.add_done_callback(_said)
+    kept = []
     if demo.incidents_per_hour > 0:
-        incidents = asyncio.create_task(calls(settings, url), name="demo calls")
-        incidents.add_done_callback(_said)
+        kept.append(asyncio.create_task(kept_running("demo calls", lambda: calls(settings, url))))
     routes = Routes()
-    sent = asyncio.create_task(
-        errands(settings, url, routes, fleet.identifiers), name="demo errands"
+    kept.append(
+        asyncio.create_task(
+            kept_running("demo errands", lambda: errands(settings, url, routes, fleet.identifiers))
+        )
     )
-    sent.add_done_callback(_said)
     await _live(settings, url, fleet, routes)
 
 
 def _said(task: asyncio.Task[None]) -> None:
-    """A failed side task is logged (the live fleet goes on; the next start tries again)."""
+    """The history failed: logged (the live fleet goes on; the next start tries again)."""
     if not task.cancelled() and task.exception() is not None:
         log.error("%s failed: %s", task.get_name(), task.exception())
+
+
+async def kept_running(
+    name: str,
+    start: Callable[[], Awaitable[None]],
+    *,
+    first_pause_s: float = RESTART_S,
+    most_pause_s: float = 60.0,
+) -> None:
+    """Run a side task of the living demo (its calls, its errands) for good: one that fails is
+    logged and started again after a pause that doubles up to ``most_pause_s``, while the live
+    fleet goes on. One that returns is done."""
+    pause = first_pause_s
+    while True:
+        try:
+            await start()
+        except Exception:  # anything: a dead side task must not silently end the demo's calls
+            log.exception("%s failed; starting it again in %g s", name, pause)
+        else:
+            return
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, most_pause_s)
 
 
 async def _history(settings: Settings, url: str, fleet: sim.Fleet) -> None:
