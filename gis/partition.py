@@ -79,15 +79,69 @@ def _area_left(edges: tuple[NDArray[np.float64], ...], t: float) -> float:
     return float(-np.sum((s1c - s0c) * (w0c + w1c) * 0.5))
 
 
+def _clipped_term(s0: float, w0: float, s1: float, w1: float, t: float) -> float:
+    """One edge's term of ``_area_left`` at ``t``, for an edge the line s = t crosses (so
+    s0 ≠ s1), with the same float operations in the same order."""
+    wt = w0 + (t - s0) / (s1 - s0) * (w1 - w0)
+    w0c = w0 if s0 <= t else wt
+    w1c = w1 if s1 <= t else wt
+    return (min(s1, t) - min(s0, t)) * (w0c + w1c) * 0.5
+
+
+_FEW_EDGES = 24  # once this few edges are still near the cut, clip them one by one in Python
+_Edge = tuple[int, float, float, float, float, float]  # index, s0, w0, s1, w1, whole term
+
+
+def _few_terms(terms: NDArray[np.float64], few: list[_Edge], t: float) -> None:
+    for i, s0, w0, s1, w1, whole in few:
+        if s0 <= t and s1 <= t:
+            terms[i] = whole
+        elif s0 > t and s1 > t:
+            terms[i] = 0.0
+        else:
+            terms[i] = _clipped_term(s0, w0, s1, w1, t)
+
+
 def _solve_offset_area(edges: tuple[NDArray[np.float64], ...], target: float) -> float:
-    s0, _, s1, _ = edges
-    lo, hi = float(min(s0.min(), s1.min())), float(max(s0.max(), s1.max()))
+    """Offset t where ``_area_left(edges, t)`` reaches ``target``, by bisection.
+
+    Gives bit-for-bit what bisecting on ``_area_left`` gives, without clipping every edge at
+    every step: an edge's term is its whole term when it lies at s ≤ t, 0 when it lies beyond,
+    and is computed only for edges the line crosses. The terms live in one array summed in edge
+    order at each step (the same values in the same places, so the same sum); an edge is no
+    longer revisited once the bisection interval [lo, hi] has left it wholly on one side, since
+    every later t lies in that interval (its term from the last step then holds for good).
+    """
+    s0, w0, s1, w1 = edges
+    s_lo, s_hi = np.minimum(s0, s1), np.maximum(s0, s1)
+    lo, hi = float(s_lo.min()), float(s_hi.max())
+    whole = (s1 - s0) * (w0 + w1) * 0.5
+    terms = np.zeros(len(s0))
+    active = np.arange(len(s0))
+
+    def listed(idx: NDArray[np.int64]) -> list[_Edge]:
+        cols = (s0, w0, s1, w1, whole)
+        return list(zip(idx.tolist(), *(c[idx].tolist() for c in cols), strict=True))
+
+    few = listed(active) if len(active) <= _FEW_EDGES else []
     for _ in range(_BISECT_ITERS):
         mid = 0.5 * (lo + hi)
-        if _area_left(edges, mid) < target:
+        if len(active) > _FEW_EDGES:
+            left = s_hi[active] <= mid
+            terms[active] = np.where(left, whole[active], 0.0)
+            _few_terms(terms, listed(active[(s_lo[active] <= mid) & ~left]), mid)
+        else:
+            _few_terms(terms, few, mid)
+        if float(-terms.sum()) < target:
             lo = mid
         else:
             hi = mid
+        if len(active) > _FEW_EDGES:
+            active = active[(s_hi[active] > lo) & (s_lo[active] <= hi)]
+            if len(active) <= _FEW_EDGES:
+                few = listed(active)
+        else:
+            few = [e for e in few if max(e[1], e[3]) > lo and min(e[1], e[3]) <= hi]
     return 0.5 * (lo + hi)
 
 

@@ -10,7 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from gis.partition import PartitionError, cut_share, split_by_weights
+from gis.partition import (
+    _BISECT_ITERS,
+    PartitionError,
+    _area_left,
+    _Rings,
+    _solve_offset_area,
+    cut_share,
+    split_by_weights,
+)
 
 
 @st.composite
@@ -104,3 +112,34 @@ def test_cut_share_leaves_the_share_on_the_low_side() -> None:
     low, high = cut_share(square, angle=0.0, share=0.25)
     assert low.area == pytest.approx(250_000)
     assert high.bounds[0] == pytest.approx(250.0)
+
+
+def _bisect_on_area_left(edges: tuple, target: float) -> float:
+    """The offset solver as first written: every edge clipped at every step."""
+    lo = float(min(edges[0].min(), edges[2].min()))
+    hi = float(max(edges[0].max(), edges[2].max()))
+    for _ in range(_BISECT_ITERS):
+        mid = 0.5 * (lo + hi)
+        if _area_left(edges, mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    blobs(),
+    st.floats(min_value=0.0, max_value=np.pi),
+    st.floats(min_value=0.01, max_value=0.99),
+    st.integers(min_value=1, max_value=80),
+)
+def test_offset_solver_is_bisection_on_area_left_bit_for_bit(
+    poly: Polygon, angle: float, share: float, densify: int
+) -> None:
+    """The solver skips the edges the bisection has left behind: same offsets, to the bit, so
+    the same grids (small and large rings: it switches to a per-edge loop below a few edges)."""
+    poly = shapely.segmentize(poly, max(poly.length / (5 * densify), 1.0))
+    edges = _Rings.of(poly).rotated(angle)
+    target = share * poly.area
+    assert _solve_offset_area(edges, target) == _bisect_on_area_left(edges, target)
