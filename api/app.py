@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import __version__
 from api.db import database_url
+from api.dispatch.live import process_hub
 from api.errors import install_handlers
 from api.limits import BodyGuard
 from api.ratelimit import SignInLimiter, ingest_limiter
@@ -81,9 +82,16 @@ def create_app(
             # the libraries loaded, a stall every device waiting on a commit would feel). Collect
             # first: garbage frozen now would never be freed (an app started again in the same
             # process).
+            # the console's snapshots name every vehicle's grid from an in-memory index: built
+            # now, in the background, not when the first dispatcher after a restart waits for it
+            locator = process_hub(state).locator
+            locator.warm(state.pool)
             gc.collect()
             gc.freeze()
-            yield
+            try:
+                yield
+            finally:
+                await locator.stop()
 
     app = FastAPI(
         title="GridPatrol",

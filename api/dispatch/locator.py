@@ -7,12 +7,14 @@ the active patrol layouts' grids in an STRtree instead, rebuilt when the set of 
 changes (an activation, a rollback: their ids, versions and activation times are the key, read
 with every call — a few rows). Active layouts are not edited in place (edits go to a draft).
 
-The index is built off the event loop (parsing ~10,000 polygons takes a second), once at a time.
+The index is built off the event loop (parsing ~10,000 polygons takes a second), once at a time:
+at the API's start, so the first console after a restart does not wait for it either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -59,6 +61,13 @@ class GridLocator:
         snapshot should not wait for the build)."""
         if self._index is None and (self._warming is None or self._warming.done()):
             self._warming = asyncio.create_task(self._warm(pool), name="grid-index")
+
+    async def stop(self) -> None:
+        """Stop a build in progress (the server is stopping)."""
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
 
     async def _warm(self, pool: AsyncConnectionPool) -> None:
         try:
