@@ -414,6 +414,9 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/maps/track"): Read(
         "viewer", "device", _get(lambda s, t: f"/maps/track?device={s.device[t]}")
     ),
+    ("GET", "/maps/track.gpx"): Read(
+        "viewer", "device", _get(lambda s, t: f"/maps/track.gpx?device={s.device[t]}")
+    ),
     ("POST", "/api/v1/devices"): Write(
         "admin",
         "device",
