@@ -20,6 +20,7 @@ from api.dispatch import OPEN
 from api.dispatch.incidents import incident_scope
 from api.layouts import active_layout
 from api.scope import Scope
+from api.settings import MapSettings
 from gis.units import china_day_bounds, china_today
 
 CHINA = timezone(timedelta(hours=8), "CST")
@@ -90,6 +91,11 @@ class Thresholds:
 
     fresh_s: float
     offline_s: float
+
+    @classmethod
+    def of(cls, settings: MapSettings) -> Thresholds:
+        """The thresholds the map settings give (``VEHICLE_FRESH_S``, ``VEHICLE_OFFLINE_S``)."""
+        return cls(settings.vehicle_fresh_s, settings.vehicle_offline_s)
 
 
 def _devices(scope: Scope) -> sql.Composable:

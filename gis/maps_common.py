@@ -28,6 +28,8 @@ from gis.maps import BASEMAPS, add_html
 SCRIPT = "/static/maps/gridpatrol.js"
 STYLE = "/static/maps/gridpatrol.css"
 BASEMAP_LABELS = {"osm": "OpenStreetMap", "tianditu": "天地图", "amap": "高德 AMap"}
+# a vehicle's last fix: newer than VEHICLE_FRESH_S, older than VEHICLE_OFFLINE_S, or between
+FRESHNESS_LABELS = {"live": "在线 live", "stale": "延迟 stale", "offline": "离线 offline"}
 # grid outlines under live vehicles or a track (no fill: what is on top stays readable)
 GRID_OUTLINE = "{fill: false, color: '#3b6e8f', weight: 0.8, opacity: 0.7}"
 GRID_MIN_ZOOM = 9  # grid outlines from a county's view inwards (a league's are a solid mass)

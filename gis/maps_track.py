@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from gis.crs import haversine_m
 from gis.maps import add_html, render
 from gis.maps_common import (
+    FRESHNESS_LABELS,
     MapPage,
     PageAssets,
     grid_outlines,
@@ -32,7 +33,6 @@ from gis.units import CHINA_OFFSET
 
 MAX_REPLAY_POINTS = 2000
 SCRIPT = "/static/maps/track.js"
-FRESH = {"live": "在线 live", "stale": "延迟 stale", "offline": "离线 offline"}
 TRACK_STYLE = "{color: '#7f7f7f', weight: 3, opacity: 0.7}"
 
 
@@ -150,7 +150,7 @@ def _picker(page: TrackPage) -> str:
         f'href="{escape(page.path)}?device={h["id"]}&amp;day={day}">'
         f"{escape(str(h.get('plate') or h.get('identifier')))}</a> "
         f"<small>{escape(str(h.get('village') or ''))} · "
-        f"{escape(FRESH.get(str(h.get('freshness')), ''))}</small></li>"
+        f"{escape(FRESHNESS_LABELS.get(str(h.get('freshness')), ''))}</small></li>"
         for h in page.hits
     )
     if page.q and not page.hits:

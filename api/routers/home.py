@@ -45,6 +45,7 @@ from api.ratelimit import SignInLimiter
 from api.routers.pages import COOKIE_MAX_AGE_S, html_page, page_headers, token_redirect
 from api.settings import Settings
 from api.web import LINKS, ROLE_LABELS, error_page, next_path, shell, with_nav
+from gis.maps_common import FRESHNESS_LABELS
 from gis.units import china_today
 
 router = APIRouter(tags=["pages"])
@@ -64,10 +65,6 @@ async def optional_viewer(request: Request) -> Principal | None:
 
 
 MaybeViewer = Annotated[Principal | None, Depends(optional_viewer)]
-
-
-def _thresholds(settings: Settings) -> Thresholds:
-    return Thresholds(settings.map.vehicle_fresh_s, settings.map.vehicle_offline_s)
 
 
 # ---- sign-in ------------------------------------------------------------------------------------
@@ -327,7 +324,7 @@ async def summary(request: Request, principal: Viewer, conn: Conn, settings: App
     coverage of the active patrol layout, fixes and devices refused today — in your scope."""
     updater: CoverageUpdater = request.app.state.coverage
     return await scope_figures(
-        conn, principal.scope, thresholds=_thresholds(settings), updater=updater
+        conn, principal.scope, thresholds=Thresholds.of(settings.map), updater=updater
     )
 
 
@@ -351,7 +348,7 @@ async def front_door(
     updater: CoverageUpdater = request.app.state.coverage
     async with pool.connection() as conn:
         figures = await scope_figures(
-            conn, principal.scope, thresholds=_thresholds(settings), updater=updater
+            conn, principal.scope, thresholds=Thresholds.of(settings.map), updater=updater
         )
         scope = await scope_names(conn, principal.scope)
     role = ROLE_LABELS.get(principal.role, principal.role)
@@ -373,7 +370,6 @@ def _speed(value: float | None) -> str:
     return "" if value is None else f"{value:.0f}"
 
 
-FRESH_TAGS = {"live": "在线 live", "stale": "延迟 stale", "offline": "离线 offline"}
 KIND_LABELS = {"vehicle": "车辆 vehicle", "handheld": "手持 handheld", "phone": "手机 phone"}
 DEVICE_LIMIT = 500
 
@@ -394,7 +390,7 @@ async def devices_page(
     rows, total = await device_list(
         conn,
         principal.scope,
-        thresholds=_thresholds(settings),
+        thresholds=Thresholds.of(settings.map),
         search=q,
         freshness=status,
         limit=DEVICE_LIMIT,
@@ -409,7 +405,8 @@ async def devices_page(
             f"<td>{escape(r['name'] or '')}</td><td>{escape(r['identifier'])}</td>"
             f"<td>{escape(KIND_LABELS.get(r['kind'], r['kind']))}</td>"
             f"<td>{escape(r['village'] or r['home_village'] or '')}</td>"
-            f'<td><span class="gp-tag {r["freshness"]}">{FRESH_TAGS[r["freshness"]]}</span></td>'
+            f'<td><span class="gp-tag {r["freshness"]}">'
+            f"{FRESHNESS_LABELS[r['freshness']]}</span></td>"
             f"<td>{as_local(r['fix_time'])}</td>"
             f'<td class="num">{_speed(r["speed"])}</td>'
             f'<td><a href="{track}{today}">今日 today</a> · '
@@ -417,7 +414,7 @@ async def devices_page(
         )
     options = "".join(
         f'<option value="{key}"{" selected" if key == status else ""}>{label}</option>'
-        for key, label in FRESH_TAGS.items()
+        for key, label in FRESHNESS_LABELS.items()
     )
     shown = (
         f"共 {total} 台 · {total} devices"

@@ -19,7 +19,6 @@ from api.auth import Dispatcher, Planner, Viewer
 from api.coverage import metrics
 from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
-from api.dispatch.live import process_hub
 from api.errors import NotFound
 from api.figures import Thresholds, device_list
 from api.layouts import active_layout, get_layout, list_layouts
@@ -84,8 +83,6 @@ async def dispatch_page(
 ) -> Response:
     if (redirect := token_redirect(request)) is not None:
         return redirect
-    # the page asks for every vehicle's grid next: have the grid index ready by then
-    process_hub(request.app.state).locator.warm(request.app.state.pool)
     page = maps_dispatch.DispatchPage(
         bounds=await scope_bounds(conn, principal.scope),
         basemap=_basemap(basemap, settings),
@@ -203,7 +200,7 @@ async def track_page(
         hits, total = await device_list(
             conn,
             principal.scope,
-            thresholds=Thresholds(settings.map.vehicle_fresh_s, settings.map.vehicle_offline_s),
+            thresholds=Thresholds.of(settings.map),
             search=(q or "").strip() or None,
             limit=TRACK_HITS,
         )
