@@ -15,9 +15,7 @@ from datetime import date
 from typing import Any
 
 import geopandas as gpd
-import h3ronpy
 import numpy as np
-import pyarrow as pa
 import shapely
 from numpy.typing import NDArray
 from psycopg import AsyncConnection, sql
@@ -25,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from api.coverage.update import CoverageUpdater
 from api.scope import Scope
-from gis.gridmethods import cell_polygons
+from gis.blindspots import outline
 from gis.visits import LayoutIndex
 
 MAP_TOLERANCE_DEG = 0.0004  # ≈ 40 m: invisible at report scale, a tenth of the bytes
@@ -127,21 +125,26 @@ async def blind_spots(
     The caller has already built the layout's ``grid_visit`` rows for the window (the metrics
     do that), so this only reads bitmaps.
     """
-    query = sql.SQL(
-        """
-        SELECT g.id, (SELECT bit_or(gv.seen)::text FROM grid_visit gv
-                       WHERE gv.layout_id = g.layout_id AND gv.grid_id = g.id
-                         AND gv.day BETWEEN %(first)s AND %(last)s) AS seen
-          FROM grid g WHERE g.layout_id = %(layout)s AND {scope} ORDER BY g.id
-        """
+    scoped = sql.SQL(
+        "SELECT g.id FROM grid g WHERE g.layout_id = %(layout)s AND {scope} ORDER BY g.id"
     ).format(scope=scope.where("g.code", "g.code"))
     params = {**scope.params(), "layout": layout_id, "first": first, "last": last}
-    rows = await (await conn.execute(query, params)).fetchall()
+    grid_ids = np.array(
+        [r[0] for r in await (await conn.execute(scoped, params)).fetchall()], dtype=np.int64
+    )
+    seen_rows = await (
+        await conn.execute(
+            "SELECT grid_id, bit_or(seen)::text FROM grid_visit WHERE layout_id = %(layout)s "
+            "AND grid_id = ANY(%(ids)s) AND day BETWEEN %(first)s AND %(last)s GROUP BY grid_id",
+            {**params, "ids": grid_ids.tolist()},
+        )
+    ).fetchall()
+    seen_by_grid = dict(seen_rows)  # only the grids someone visited: a few, not all 8,704
     index = await updater.layout_index(conn, layout_id)
-    grid_ids = np.array([r[0] for r in rows], dtype=np.int64)
-    blind = blind_cells(index, grid_ids, [r[1] for r in rows])
-    shape = await asyncio.to_thread(outline, blind)
-    total = int(np.isin(index.grid, grid_ids).sum())
+    blind = blind_cells(index, grid_ids, [seen_by_grid.get(int(g)) for g in grid_ids])
+    in_scope = index.h3[np.isin(index.grid, grid_ids)]
+    shape = await asyncio.to_thread(outline, blind, in_scope.view(np.uint64))
+    total = len(in_scope)
     return BlindSpots(first, last, (last - first).days + 1, len(blind), total, shape)
 
 
@@ -162,14 +165,3 @@ def blind_cells(
     """
     cells, _grid, was_seen = index.seen_cells(grid_ids, seen)
     return np.sort(cells[~was_seen]).astype(np.uint64)
-
-
-def outline(cells: NDArray[np.uint64]) -> BaseGeometry:
-    """The union of H3 cells as a (multi)polygon, simplified in proportion to its extent."""
-    if len(cells) == 0:
-        return shapely.GeometryCollection()
-    compact = pa.array(h3ronpy.compact(cells)).to_numpy(zero_copy_only=False)
-    union = shapely.union_all(cell_polygons(np.asarray(compact, dtype=np.uint64)))
-    x0, y0, x1, y1 = union.bounds
-    tolerance = max(x1 - x0, y1 - y0) / 3000  # ≈ a pixel of a printed page
-    return shapely.simplify(union, tolerance, preserve_topology=True)
