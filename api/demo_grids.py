@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 
 from api.auth import SYSTEM
 from api.geo import fetch_frame
-from api.layouts import LayoutSpec, make_layout
+from api.layouts import LayoutSpec, make_layout, own_borrowed_cells
 from api.progress import Progress
 from gis.households import synthetic_households
 from gis.names import synthetic_person
@@ -67,10 +67,14 @@ async def load_households(conn: AsyncConnection[Any], progress: Progress) -> str
 
 async def load_layouts(conn: AsyncConnection[Any], progress: Progress) -> str:
     """The active patrol-square layout (8/village) and vehicle-area layout (2/village)."""
-    await conn.execute(
-        "DELETE FROM grid_layout WHERE synthetic AND name IN (%s, %s)",
-        (PATROL_LAYOUT, VEHICLE_LAYOUT),
-    )
+    stale = await (
+        await conn.execute(
+            "SELECT id FROM grid_layout WHERE synthetic AND name IN (%s, %s)",
+            (PATROL_LAYOUT, VEHICLE_LAYOUT),
+        )
+    ).fetchall()
+    await own_borrowed_cells(conn, [int(r[0]) for r in stale])  # drafts cloned from them
+    await conn.execute("DELETE FROM grid_layout WHERE id = ANY(%s)", ([int(r[0]) for r in stale],))
     patrol = await make_layout(
         conn,
         SYSTEM,

@@ -342,6 +342,58 @@ async def check_overlap(conn: AsyncConnection[Any], layout: dict[str, Any]) -> N
         )
 
 
+# The fine cells of a layout: its own rows, and the rows of the grids its grids borrow
+# (``grid.cells_from``, set by a clone of an active or retired layout, whose cells never change;
+# kept through activation). One statement for every reader of a layout's cells.
+LAYOUT_CELLS = sql.SQL(
+    """
+    SELECT grid_id, h3 FROM grid_cell WHERE layout_id = {layout}
+    UNION ALL
+    SELECT g.id, c.h3 FROM grid g JOIN grid_cell c ON c.grid_id = g.cells_from
+     WHERE g.layout_id = {layout} AND g.cells_from IS NOT NULL
+    """
+)
+
+
+def layout_cells(layout_id: int) -> sql.Composed:
+    """(grid_id, h3) of every fine cell of a layout, own or borrowed."""
+    return LAYOUT_CELLS.format(layout=sql.Literal(layout_id))
+
+
+async def own_cells(conn: AsyncConnection[Any], layout_id: int) -> int:
+    """Copy the fine cells the layout's grids borrow into its own rows (in key order, so the
+    primary key grows at its right edge); returns the rows copied. Needed only before the
+    layout they are borrowed from is deleted (``own_borrowed_cells``)."""
+    cur = await conn.execute(
+        """
+        INSERT INTO grid_cell (layout_id, h3, grid_id)
+        SELECT %(l)s, c.h3, g.id FROM grid g JOIN grid_cell c ON c.grid_id = g.cells_from
+         WHERE g.layout_id = %(l)s AND g.cells_from IS NOT NULL
+         ORDER BY c.h3
+        """,
+        {"l": layout_id},
+    )
+    copied = cur.rowcount
+    await conn.execute(
+        "UPDATE grid SET cells_from = NULL WHERE layout_id = %s AND cells_from IS NOT NULL",
+        (layout_id,),
+    )
+    return max(copied, 0)
+
+
+async def own_borrowed_cells(conn: AsyncConnection[Any], sources: list[int]) -> None:
+    """Before layouts ``sources`` are deleted: the drafts borrowing their cells copy them."""
+    rows = await (
+        await conn.execute(
+            "SELECT DISTINCT b.layout_id FROM grid s JOIN grid b ON b.cells_from = s.id "
+            "WHERE s.layout_id = ANY(%s)",
+            (sources,),
+        )
+    ).fetchall()
+    for (borrower,) in rows:
+        await own_cells(conn, int(borrower))
+
+
 async def activate_layout(conn: AsyncConnection[Any], actor: Principal, layout_id: int) -> None:
     """Make a layout active; the active one of the same area and purpose is retired."""
     async with conn.transaction():

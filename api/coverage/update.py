@@ -27,6 +27,7 @@ from psycopg.pq import TransactionStatus
 
 from api.coverage.rows import read_fixes, write_cell_visits, write_grid_days
 from api.db.copyio import read_grouped
+from api.layouts import layout_cells
 from api.progress import NullProgress, Progress
 from api.settings import CoverageSettings
 from gis.coverage import CellVisits, cell_visits
@@ -85,10 +86,9 @@ class CoverageUpdater:
         if key not in self._indexes:
             cells = await read_grouped(
                 conn,
-                sql.SQL(
-                    "SELECT grid_id, array_agg(h3) FROM grid_cell WHERE layout_id = {} "
-                    "GROUP BY grid_id"
-                ).format(sql.Literal(layout_id)),
+                sql.SQL("SELECT grid_id, array_agg(h3) FROM ({}) c GROUP BY grid_id").format(
+                    layout_cells(layout_id)
+                ),
                 [("grid", "int4")],
                 [("h3", "int8")],
             )

@@ -13,8 +13,10 @@ import psycopg
 import pytest
 import shapely
 from fastapi.testclient import TestClient
+from psycopg import sql
 from shapely.geometry import LineString, mapping, shape
 
+from api.layouts import layout_cells
 from tests.api.layout_helpers import staff_every_grid
 from tests.conftest import auth
 
@@ -181,6 +183,58 @@ def test_broken_edits_are_refused_and_change_nothing(
         ).status_code
         == 409
     )  # the active layout is not a draft
+
+
+def _cells(db: psycopg.Connection[Any], layout: int) -> set[tuple[str, int]]:
+    """(grid code, fine cell) of a layout, own or borrowed, as the coverage engine reads them."""
+    query = sql.SQL("SELECT g.code, c.h3 FROM ({}) c JOIN grid g ON g.id = c.grid_id").format(
+        layout_cells(layout)
+    )
+    return {(str(code), int(h3)) for code, h3 in db.execute(query).fetchall()}
+
+
+def test_a_clone_shares_the_fine_cells_until_a_village_is_edited(
+    client: TestClient, tokens: dict[str, str], active: int, db: psycopg.Connection[Any]
+) -> None:
+    planner = auth(tokens["planner"])
+    d = client.post(
+        f"/api/v1/layouts/{active}/clone", json={"name": "shared cells"}, headers=planner
+    ).json()["id"]
+    copied = "SELECT code, village_code, area_m2, households, n_cells, worker_id, leader_id, "
+    copied += "ST_AsBinary(geom) FROM grid WHERE layout_id = %s ORDER BY code"
+    assert db.execute(copied, (d,)).fetchall() == db.execute(copied, (active,)).fetchall()
+    assert _cells(db, d) == _cells(db, active)
+    own = db.execute("SELECT count(*) FROM grid_cell WHERE layout_id = %s", (d,)).fetchone()
+    assert own == (0,)  # borrowed from the active layout, whose cells never change
+    first = min(code for code, _ in _cells(db, d))
+    cut = client.post(
+        f"/api/v1/layouts/{d}/edits/split",
+        json={
+            "version": 1,
+            "code": first,
+            "line": _across(_grid(client, tokens["planner"], d, first)),
+        },
+        headers=planner,
+    )
+    assert cut.status_code == 200, cut.text
+    village = first[:12]
+    after = _cells(db, d)
+    assert {c for c in after if not c[0].startswith(village)} == {
+        c for c in _cells(db, active) if not c[0].startswith(village)
+    }
+    edited = {h3 for code, h3 in after if code.startswith(village)}
+    assert edited == {h3 for code, h3 in _cells(db, active) if code.startswith(village)}
+    assert {code for code, _ in after if code.startswith(village)} >= set(cut.json()["added"])
+    borrowing = db.execute(
+        "SELECT count(*) FROM grid WHERE layout_id = %s AND village_code = %s "
+        "AND cells_from IS NOT NULL",
+        (d, village),
+    ).fetchone()
+    assert borrowing == (0,)  # the edited village owns its cells
+    again = client.post(
+        f"/api/v1/layouts/{d}/clone", json={"name": "clone of a draft"}, headers=planner
+    ).json()["id"]
+    assert _cells(db, again) == after  # own cells copied, borrowed ones still borrowed
 
 
 def test_two_planners_one_wins(client: TestClient, tokens: dict[str, str], active: int) -> None:
