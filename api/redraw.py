@@ -15,7 +15,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import shapely
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from shapely.geometry.base import BaseGeometry
 
 from api import audit, offload
@@ -85,6 +85,62 @@ async def clone(conn: AsyncConnection[Any], actor: Principal, layout_id: int, *,
             detail={"from": layout_id, "name": name},
         )
     return draft
+
+
+async def abandon(
+    conn: AsyncConnection[Any], actor: Principal, layout_id: int, *, version: int | None = None
+) -> dict[str, Any]:
+    """Delete a draft with its grids, fine cells and materialised coverage (one transaction,
+    audited). An active or retired layout is refused (409): it is history that coverage and
+    lineage read; a stale ``version`` too, so a planner never drops edits they have not seen."""
+    async with conn.transaction():
+        layout = await get_layout(conn, actor.scope, layout_id)  # 404 outside the scope
+        actor.scope.require_area(layout["area_code"], "the layout's area")
+        row = await (
+            await conn.execute(
+                "SELECT status, version FROM grid_layout WHERE id = %s FOR UPDATE", (layout_id,)
+            )
+        ).fetchone()
+        assert row is not None  # noqa: S101 - get_layout found it
+        status, current = row
+        if status != "draft":
+            raise Conflict(
+                f"layout {layout_id} is {status}; only a draft can be abandoned "
+                "(an active or retired layout is kept: coverage history and lineage name it)",
+                status=status,
+            )
+        if version is not None and current != version:
+            raise Conflict(
+                f"layout {layout_id} is at version {current}, not {version}; reload before "
+                "abandoning it",
+                current_version=current,
+            )
+        grids = await (
+            await conn.execute("SELECT count(*) FROM grid WHERE layout_id = %s", (layout_id,))
+        ).fetchone()
+        # the big children by their own index first; the cascade then has little left to do
+        for table in ("grid_visit", "grid_visit_day", "grid_cell", "grid_lineage", "grid"):
+            await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE layout_id = %s").format(sql.Identifier(table)),
+                (layout_id,),
+            )
+        await conn.execute("DELETE FROM grid_layout WHERE id = %s", (layout_id,))
+        detail = {
+            "name": layout["name"],
+            "area": layout["area_code"],
+            "version": current,
+            "grids": int(grids[0]) if grids else 0,
+            "cloned_from": layout["cloned_from"],
+        }
+        await audit.record(
+            conn,
+            actor,
+            "layout.abandon",
+            object_type="grid_layout",
+            object_id=layout_id,
+            detail=detail,
+        )
+    return {"layout": layout_id, "abandoned": True, **detail}
 
 
 async def lock_draft(

@@ -81,6 +81,18 @@ async def clone(layout_id: int, body: CloneIn, principal: Planner, conn: Conn) -
     return await get_layout(conn, principal.scope, draft)
 
 
+@router.delete("/{layout_id}", summary="Abandon (delete) a draft; active/retired are refused")
+async def abandon(
+    layout_id: int,
+    principal: Planner,
+    conn: Conn,
+    version: Annotated[
+        int | None, Query(description="the draft's version you saw (refused if stale)")
+    ] = None,
+) -> dict[str, Any]:
+    return await redraw.abandon(conn, principal, layout_id, version=version)
+
+
 @router.post("/{layout_id}/edits/split", summary="Split a grid of a draft by a line")
 async def split(
     layout_id: int, body: SplitIn, principal: Planner, conn: Conn, settings: AppSettings

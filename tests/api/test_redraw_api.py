@@ -237,6 +237,48 @@ def test_a_clone_shares_the_fine_cells_until_a_village_is_edited(
     assert _cells(db, again) == after  # own cells copied, borrowed ones still borrowed
 
 
+def test_a_draft_is_abandoned_whole_and_only_a_draft(
+    client: TestClient, tokens: dict[str, str], active: int, db: psycopg.Connection[Any]
+) -> None:
+    planner = auth(tokens["planner"])
+    d = client.post(
+        f"/api/v1/layouts/{active}/clone", json={"name": "abandoned"}, headers=planner
+    ).json()["id"]
+    code = f"{_cells(db, d).pop()[0][:12]}001"
+    cut = client.post(
+        f"/api/v1/layouts/{d}/edits/split",
+        json={
+            "version": 1,
+            "code": code,
+            "line": _across(_grid(client, tokens["planner"], d, code)),
+        },
+        headers=planner,
+    )
+    assert cut.status_code == 200, cut.text  # the edited village's grids own cells now
+    viewer = client.delete(f"/api/v1/layouts/{d}", headers=auth(tokens["viewer"]))
+    assert viewer.status_code == 403  # a planner's operation
+    stale = client.delete(f"/api/v1/layouts/{d}?version=1", headers=planner)
+    assert stale.status_code == 409
+    assert stale.json()["current_version"] == 2
+    kept = client.delete(f"/api/v1/layouts/{active}", headers=planner)
+    assert kept.status_code == 409
+    assert "only a draft can be abandoned" in kept.json()["detail"]
+    assert kept.json()["status"] == "active"
+    gone = client.delete(f"/api/v1/layouts/{d}?version=2", headers=planner)
+    assert gone.status_code == 200, gone.text
+    assert (gone.json()["abandoned"], gone.json()["cloned_from"]) == (True, active)
+    assert client.get(f"/api/v1/layouts/{d}", headers=planner).status_code == 404
+    assert client.delete(f"/api/v1/layouts/{d}", headers=planner).status_code == 404
+    for table in ("grid", "grid_cell"):
+        left = db.execute(f"SELECT count(*) FROM {table} WHERE layout_id = %s", (d,)).fetchone()
+        assert left == (0,), table
+    assert db.execute(
+        "SELECT action FROM audit_log WHERE object_id = %s AND action LIKE 'layout.%%' ORDER BY id",
+        (str(d),),
+    ).fetchall() == [("layout.clone",), ("layout.split",), ("layout.abandon",)]
+    assert client.get(f"/api/v1/layouts/{active}", headers=planner).json()["status"] == "active"
+
+
 def test_two_planners_one_wins(client: TestClient, tokens: dict[str, str], active: int) -> None:
     planner = auth(tokens["planner"])
     d = client.post(

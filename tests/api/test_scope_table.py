@@ -559,6 +559,10 @@ TABLE: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/layouts/{layout_id}/clone"): Write(
         "planner", "area", _post(_layout("/clone"), lambda s, t: {"name": "scope clone"})
     ),
+    # a stale version: the in-scope draft is refused (409) after the scope check, not deleted
+    ("DELETE", "/api/v1/layouts/{layout_id}"): Write(
+        "planner", "area", _get(_layout("?version=999999"))
+    ),
     ("POST", "/api/v1/layouts/{layout_id}/edits/split"): _edit(
         "split", lambda s, t: {"code": f"{s.village[t]}001", "line": _line(s, t)}
     ),
