@@ -42,29 +42,36 @@ def _grid_scope(scope: Scope, column: str = "code") -> sql.Composable:
 
 
 async def layout_frames(
-    conn: AsyncConnection[Any], layout: dict[str, Any], scope: Scope | None = None
+    conn: AsyncConnection[Any],
+    layout: dict[str, Any],
+    scope: Scope | None = None,
+    *,
+    only: list[str] | None = None,
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """The layout's grids (with households and workers) and the villages of its area; with a
     restricted ``scope``, only the villages the scope touches (its areas' villages and the
     villages of its grids) and all the grids of those villages — a village is validated whole;
-    what is shown is cut to the scope by the caller."""
+    what is shown is cut to the scope by the caller. ``only`` (village codes) narrows both to
+    those villages (an edit re-validates the villages it touched)."""
     scope = scope or Scope.everything()
     villages_in = scope.where("village_code", with_grid_villages=True)
     grids = await fetch_frame(
         conn,
         sql.SQL(
             "SELECT code, village_code, households, worker_id, area_m2, "
-            "ST_AsBinary(geom) AS wkb FROM grid WHERE layout_id = %(l)s AND {} ORDER BY code"
+            "ST_AsBinary(geom) AS wkb FROM grid WHERE layout_id = %(l)s AND {} "
+            "AND (%(only)s::text[] IS NULL OR village_code = ANY(%(only)s)) ORDER BY code"
         ).format(villages_in),
-        {**scope.params(), "l": layout["id"]},
+        {**scope.params(), "l": layout["id"], "only": only},
     )
     villages = await fetch_frame(
         conn,
         sql.SQL(
             "SELECT code, ST_AsBinary(geom) AS wkb FROM admin_area "
-            "WHERE level = 'village' AND code LIKE %(p)s AND {} ORDER BY code"
+            "WHERE level = 'village' AND code LIKE %(p)s AND {} "
+            "AND (%(only)s::text[] IS NULL OR code = ANY(%(only)s)) ORDER BY code"
         ).format(scope.where("code", with_grid_villages=True)),
-        {**scope.params(), "p": area_prefix(layout["area_code"]) + "%"},
+        {**scope.params(), "p": area_prefix(layout["area_code"]) + "%", "only": only},
     )
     return grids, villages
 
@@ -88,12 +95,24 @@ def visible_violations(
 
 
 async def check(
-    conn: AsyncConnection[Any], scope: Scope, layout_id: int, *, progress: Progress | None = None
+    conn: AsyncConnection[Any],
+    scope: Scope,
+    layout_id: int,
+    *,
+    villages_only: list[str] | None = None,
+    progress: Progress | None = None,
 ) -> Report:
     """Validate the layout; a restricted scope validates the villages it touches and sees the
-    violations inside it only."""
+    violations inside it only. ``villages_only`` validates just those villages (12-digit codes;
+    one outside the scope is answered like an unknown one, 404): what an edit touched, instead
+    of the league."""
     layout = await get_layout(conn, scope, layout_id)
-    grids, villages = await layout_frames(conn, layout, scope)
+    for village in villages_only or ():
+        if len(village) != 12 or not village.isdigit():
+            raise Unprocessable(f"{village!r} is not a 12-digit village code", field="village")
+        if not scope.sees_area(village):
+            raise NotFound(f"no village {village} in your scope", field="village")
+    grids, villages = await layout_frames(conn, layout, scope, only=villages_only)
     task = (progress or NullProgress()).task("校验 validate", grids["village_code"].nunique())
     if scope.unrestricted:
         return validate(grids, villages, on_village=lambda _code: task.advance())

@@ -11,7 +11,7 @@ measured in the village's UTM zone; the tolerance is relative to the village are
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import geopandas as gpd
@@ -36,6 +36,8 @@ class Violation:
     reason: str
     geometry: BaseGeometry | None = None
     area_m2: float = 0.0
+    village: str | None = None  # the village it was found in (a page re-validating one village
+    # replaces that village's problems)
 
     def feature(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class Violation:
                 "codes": list(self.codes),
                 "reason": self.reason,
                 "area_m2": round(self.area_m2, 1),
+                "village": self.village,
             },
             "geometry": None if self.geometry is None else shapely.geometry.mapping(self.geometry),
         }
@@ -272,7 +275,12 @@ def validate(
     the villages they cut (``code``, geometry), both EPSG:4326.
 
     ``on_village`` is called with each village's code once it is checked (progress bars)."""
-    report = Report(check_codes(grids))
+    report = Report(
+        [
+            replace(v, village=str(grids.loc[grids["code"] == v.codes[0], "village_code"].iloc[0]))
+            for v in check_codes(grids)
+        ]
+    )
     by_code = dict(zip(villages["code"], villages.geometry, strict=True))
     for village_code, group in grids.groupby("village_code", sort=True):
         village = by_code.get(village_code)
@@ -283,17 +291,21 @@ def validate(
                     tuple(map(str, group["code"])),
                     f"village {village_code} of these grids is not in the layout's area",
                     shapely.union_all(group.geometry.to_numpy()),
+                    village=str(village_code),
                 )
             )
             continue
-        report.violations += check_village(
-            str(village_code), village, group, bounds=bounds, tolerance=tolerance
-        )
+        report.violations += [
+            replace(v, village=str(village_code))
+            for v in check_village(
+                str(village_code), village, group, bounds=bounds, tolerance=tolerance
+            )
+        ]
         if on_village is not None:
             on_village(str(village_code))
     missing = sorted(set(by_code) - set(grids["village_code"]))
     report.violations += [
-        Violation("gap", (), f"village {code} has no grids at all", by_code[code])
+        Violation("gap", (), f"village {code} has no grids at all", by_code[code], village=code)
         for code in missing
     ]
     return report

@@ -189,10 +189,19 @@ async def replace(
 
 
 @router.get("/{layout_id}/validate", summary="Validate a layout (violations as GeoJSON)")
-async def validate(layout_id: int, principal: Viewer, conn: Conn) -> dict[str, Any]:
-    report = await layout_ops.check(conn, principal.scope, layout_id)
+async def validate(
+    layout_id: int,
+    principal: Viewer,
+    conn: Conn,
+    village: Annotated[
+        list[str] | None,
+        Query(description="only these villages (repeat it): what an edit touched"),
+    ] = None,
+) -> dict[str, Any]:
+    report = await layout_ops.check(conn, principal.scope, layout_id, villages_only=village)
     return {
         "layout": layout_id,
+        "villages": village,
         "valid": report.valid,
         "problems": len(report.violations),
         "violations": report.feature_collection(),

@@ -279,6 +279,57 @@ def test_a_draft_is_abandoned_whole_and_only_a_draft(
     assert client.get(f"/api/v1/layouts/{active}", headers=planner).json()["status"] == "active"
 
 
+def test_an_edit_revalidates_only_its_village(
+    client: TestClient,
+    tokens: dict[str, str],
+    active: int,
+    make_token: Any,
+    db: psycopg.Connection[Any],
+) -> None:
+    planner = auth(tokens["planner"])
+    d = client.post(
+        f"/api/v1/layouts/{active}/clone", json={"name": "incremental"}, headers=planner
+    ).json()["id"]
+    villages = sorted({code[:12] for code, _ in _cells(db, d)})
+    here, there = villages[0], villages[1]
+    code = f"{here}001"
+    cut = client.post(
+        f"/api/v1/layouts/{d}/edits/split",
+        json={
+            "version": 1,
+            "code": code,
+            "line": _across(_grid(client, tokens["planner"], d, code)),
+        },
+        headers=planner,
+    )
+    assert cut.status_code == 200, cut.text
+    assert cut.json()["village"] == here
+    mine = client.get(f"/api/v1/layouts/{d}/validate?village={here}", headers=planner).json()
+    assert (mine["valid"], mine["villages"]) == (False, [here])
+    found = mine["violations"]["features"]
+    assert [(f["properties"]["kind"], f["properties"]["village"]) for f in found] == [
+        ("no_worker", here)
+    ]
+    assert found[0]["properties"]["codes"] == cut.json()["added"]
+    assert client.get(f"/api/v1/layouts/{d}/validate?village={there}", headers=planner).json()[
+        "valid"
+    ]
+    both = client.get(
+        f"/api/v1/layouts/{d}/validate?village={here}&village={there}", headers=planner
+    ).json()
+    whole = client.get(f"/api/v1/layouts/{d}/validate", headers=planner).json()
+    assert both["violations"] == whole["violations"] == mine["violations"]
+    bad = client.get(f"/api/v1/layouts/{d}/validate?village=15", headers=planner)
+    assert bad.status_code == 422
+    # a planner of the other village sees the layout, but not this village: as if unknown
+    other = auth(make_token("planner", [there]))
+    theirs = client.get(f"/api/v1/layouts/{d}/validate?village={there}", headers=other)
+    assert theirs.status_code == 200
+    assert theirs.json()["valid"]
+    outside = client.get(f"/api/v1/layouts/{d}/validate?village={here}", headers=other)
+    assert outside.status_code == 404
+
+
 def test_two_planners_one_wins(client: TestClient, tokens: dict[str, str], active: int) -> None:
     planner = auth(tokens["planner"])
     d = client.post(

@@ -163,3 +163,23 @@ def test_validation_reports_each_kind_with_geometry() -> None:
     assert all(
         f["geometry"] is not None for f in fc["features"] if f["properties"]["kind"] != "no_worker"
     )
+
+
+def test_each_violation_names_its_village() -> None:
+    """So a page that re-validates one village replaces exactly that village's problems."""
+    village = box(116.0, 44.0, 116.1, 44.06)
+    grids, frame = _grids(village, n=4)
+    broken = grids.copy()
+    broken.loc[1, "geometry"] = broken.geometry.iloc[1].buffer(-0.002)  # a gap
+    broken.loc[2, "code"] = broken["code"].iloc[3]  # a duplicate code
+    other = "152502100201"
+    empty = gpd.GeoDataFrame(
+        {"code": [VILLAGE, other]}, geometry=[village, box(116.2, 44.0, 116.3, 44.06)], crs=4326
+    )
+    report = validate(broken, frame)
+    assert {f["properties"]["village"] for f in report.feature_collection()["features"]} == {
+        VILLAGE
+    }
+    whole = validate(broken, empty)  # the other village has no grids at all
+    gaps = [v for v in whole.violations if v.kind == "gap" and not v.codes]
+    assert other in {v.village for v in gaps}
