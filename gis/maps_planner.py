@@ -1,11 +1,13 @@
 """The planner's page (网格规划调整): a draft layout's grids labelled with their codes, drawn
 edits — a line across a grid splits it, a new outline reshapes it, two selected grids merge —
-sent to the redraw API with the draft's version, validation problems in red with their reasons,
-the diff against the layout it was cloned from, and an activate button.
+sent to the redraw API with the draft's version, the selected grid's worker (一格一员) assigned
+or replaced from the staff of its village, validation problems in red with their reasons, the
+diff against the layout it was cloned from, activate, roll back to the layout it replaced, and
+abandon (delete) the draft, each confirmed.
 
-Without a layout the page lists the drafts in the planner's scope and offers to clone an active
-layout. Drawing uses Leaflet.draw (``folium.plugins.Draw``, served from ``/static/vendor``);
-the page logic is ``/static/maps/planner.js`` (on ``gridpatrol.js``).
+Without a layout the page lists the drafts in the planner's scope (each can be abandoned) and
+offers to clone an active layout. Drawing uses Leaflet.draw (``folium.plugins.Draw``, served
+from ``/static/vendor``); the page logic is ``/static/maps/planner.js`` (on ``gridpatrol.js``).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def _layout_line(lay: dict[str, Any]) -> str:
 def _chooser(page: PlannerPage) -> str:
     drafts = "".join(
         f'<li><a class="gp-draft" href="{escape(page.path)}?layout={d["id"]}">'
-        f"{_layout_line(d)}</a> v{d['version']}</li>"
+        f"{_layout_line(d)}</a> v{d['version']} "
+        f'<button class="gp-abandon" data-layout="{d["id"]}" data-version="{d["version"]}">'
+        "放弃 Abandon</button></li>"
         for d in page.drafts
     )
     actives = "".join(
@@ -96,8 +100,13 @@ def _editor(layout: dict[str, Any], path: str) -> str:
         f'<div><button id="gp-split"{disabled}>切分 Split (画线 draw a line)</button>'
         f'<button id="gp-reshape"{disabled}>重塑 Reshape (画面 draw a shape)</button>'
         f'<button id="gp-merge"{disabled}>合并 Merge (选两格 select two)</button></div>'
+        '<div id="gp-worker-panel" hidden>网格员 worker: <b id="gp-worker-current">–</b><br>'
+        f'<select id="gp-worker-select"{disabled}></select>'
+        f'<button id="gp-worker-assign"{disabled}>指派 Assign</button></div>'
         '<div><button id="gp-validate">校验 Validate</button>'
         f'<button id="gp-activate"{disabled}>启用 Activate</button>'
+        f'<button id="gp-abandon"{disabled}>放弃草稿 Abandon draft</button>'
+        '<button id="gp-rollback" hidden>回退 Roll back</button>'
         f'<a href="{escape(path)}">其他布局 other layouts</a></div>'
         '<div id="gp-message"></div>'
         '<div id="gp-diff-summary" class="gp-note"></div>'

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from shapely.geometry import shape
@@ -166,3 +167,159 @@ def test_split_validate_conflict_and_activate_from_the_page(
     assert [e for e in run.errors if "409" not in e] == []
     assert run.blocked, "the basemap was requested (and blocked)"
     assert all("/static/" not in url for url in run.blocked)
+
+
+@pytest.fixture(scope="module")
+def story(demo: str, client: TestClient, tokens: dict[str, str], make_token: Any) -> dict[str, Any]:
+    """Another township of the county (the one above is activated by the test before), its
+    staffed active layout, and one more person in its first village to give a new grid."""
+    with psycopg.connect(demo) as conn:
+        row = conn.execute(
+            "SELECT parent_code FROM admin_area WHERE level = 'village' AND code LIKE %s "
+            "GROUP BY parent_code HAVING count(*) >= 2 ORDER BY count(*), parent_code "
+            "OFFSET 1 LIMIT 1",
+            (COUNTY + "%",),
+        ).fetchone()
+    assert row is not None
+    township = str(row[0])
+    active = make_active_layout(client, tokens["planner"], township, name="故事 story")
+    grids = client.get(f"/api/v1/layouts/{active}/grids", headers=auth(tokens["planner"])).json()[
+        "features"
+    ]
+    village = min(g["properties"]["village_code"] for g in grids)
+    imported = client.post(
+        "/api/v1/staff/import",
+        params={"filename": "w.csv"},
+        content=f"name,phone,village_code\n新网格员,18800{village[-6:]},{village}\n",
+        headers=auth(tokens["planner"]),
+    )
+    assert imported.status_code == 200, imported.text
+    people = client.get(
+        "/api/v1/staff", params={"village": village}, headers=auth(tokens["planner"])
+    ).json()
+    staff = next(p["id"] for p in people if p["phone"] == f"18800{village[-6:]}")
+    return {
+        "township": township,
+        "active": active,
+        "village": village,
+        "staff": staff,
+        "planner": make_token("planner", [township]),
+    }
+
+
+def _message(page: Any, text: str) -> None:
+    page.wait_for_function(
+        f"document.getElementById('gp-message').textContent.indexOf({text!r}) >= 0",
+        timeout=WAIT_MS,
+    )
+
+
+def test_the_whole_story_in_the_page(
+    story: dict[str, Any], live_server: str, chromium: Chromium
+) -> None:
+    """Clone the active layout, split a grid, give the new grid its worker, validate, activate
+    and roll back — every step a click or a drawing in the page — then abandon a draft."""
+    planner = story["planner"]
+    run = chromium.open("/maps/planner", planner)
+    page = run.page
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    page.locator("#gp-clone-name").fill("故事草稿 story draft")
+    page.locator(f".gp-clone[data-layout='{story['active']}']").click()
+    page.wait_for_url("**/maps/planner?layout=*", timeout=WAIT_MS)
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    draft = int(page.url.rsplit("=", 1)[1])
+    assert (
+        api_get(live_server, planner, f"/api/v1/layouts/{draft}")["cloned_from"]
+        == (story["active"])
+    )
+    grids = api_get(live_server, planner, f"/api/v1/layouts/{draft}/grids")["features"]
+    assert page.locator("path.gp-grid").count() == len(grids)
+    _message(page, "校验通过 valid")
+
+    # split: select the grid with a click, draw a line across it
+    target = next(g for g in grids if g["properties"]["village_code"] == story["village"])
+    code = target["properties"]["code"]
+    geom = shape(target["geometry"])
+    c = geom.centroid
+    page.locator(f"path.gp-grid-{code}").dispatch_event("click")
+    page.evaluate(
+        "([a, b]) => GP.map().fire('draw:created', {layerType: 'polyline', "
+        "layer: L.polyline([L.latLng(a[1], a[0]), L.latLng(b[1], b[0])])})",
+        [[c.x, geom.bounds[1] - 0.01], [c.x + 1e-4, geom.bounds[3] + 0.01]],
+    )
+    page.wait_for_function("GP.planner.state.edits === 1", timeout=WAIT_MS)
+    _loaded_again(page)
+    status = page.locator("#gp-message").inner_text()
+    # saved, but not valid: the new grid has no worker — the status says so, not just "saved"
+    assert "已保存 saved: v2" in status
+    assert "校验未通过 invalid: 1" in status
+    assert page.evaluate("GP.planner.state.validated") == ["*", story["village"]]
+    assert "no_worker" in page.locator("#gp-violations").inner_text()
+    after = api_get(live_server, planner, f"/api/v1/layouts/{draft}/grids")["features"]
+    new = next(g["properties"]["code"] for g in after if not g["properties"]["worker"])
+    run.screenshot("planner-story-split")
+
+    # give the new grid its worker from the staff of its village
+    page.locator(f"path.gp-grid-{new}").dispatch_event("click")
+    assert page.locator("#gp-selected").inner_text() == new
+    assert page.locator("#gp-worker-current").inner_text() == "无 none"
+    page.wait_for_function(
+        "document.querySelectorAll('#gp-worker-select option').length > 1", timeout=WAIT_MS
+    )
+    page.locator("#gp-worker-select").select_option(str(story["staff"]))
+    page.locator("#gp-worker-assign").click()
+    _message(page, "已指派 assigned")
+    _loaded_again(page)
+    assert "校验通过 valid" in page.locator("#gp-message").inner_text()
+    assert page.locator("path.gp-violation").count() == 0
+    grid = api_get(live_server, planner, f"/api/v1/grids/{new}?layout={draft}")
+    assert grid["worker_id"] == story["staff"]
+    run.screenshot("planner-story-worker")
+
+    # validate the whole draft, activate, roll back
+    page.locator("#gp-validate").click()
+    _message(page, "校验通过 valid")
+    page.locator("#gp-activate").click()
+    _message(page, "已启用 active")
+    assert api_get(live_server, planner, f"/api/v1/layouts/{draft}")["status"] == "active"
+    assert api_get(live_server, planner, f"/api/v1/layouts/{story['active']}")["status"] == (
+        "retired"
+    )
+    assert page.locator("#gp-abandon").is_disabled()
+    run.screenshot("planner-story-activated")
+    page.locator("#gp-rollback").click()
+    _message(page, "已回退 rolled back")
+    assert api_get(live_server, planner, f"/api/v1/layouts/{story['active']}")["status"] == (
+        "active"
+    )
+    assert api_get(live_server, planner, f"/api/v1/layouts/{draft}")["status"] == "retired"
+    assert page.locator("#gp-status").inner_text() == "retired"
+    run.screenshot("planner-story-rolled-back")
+    assert run.errors == []
+
+
+def test_a_draft_is_abandoned_from_the_page_after_a_confirmation(
+    story: dict[str, Any], api: httpx.Client, live_server: str, chromium: Chromium
+) -> None:
+    planner = story["planner"]
+    draft = api.post(
+        f"/api/v1/layouts/{story['active']}/clone",
+        json={"name": "放弃 to abandon"},
+        headers=auth(planner),
+    ).json()["id"]
+    run = chromium.open(f"/maps/planner?layout={draft}", planner)
+    page = run.page
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.locator("#gp-abandon").click()
+    _message(page, "未放弃 kept")
+    assert api_get(live_server, planner, f"/api/v1/layouts/{draft}")["status"] == "draft"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#gp-abandon").click()
+    page.wait_for_url("**/maps/planner", timeout=WAIT_MS)
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    gone = httpx.get(f"{live_server}/api/v1/layouts/{draft}", headers=auth(planner), timeout=30)
+    assert gone.status_code == 404
+    assert page.locator(f"a.gp-draft[href$='layout={draft}']").count() == 0
+    run.screenshot("planner-abandoned")
+    assert run.errors == []

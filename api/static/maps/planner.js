@@ -3,8 +3,12 @@
  * redraw API with the draft's version, validation problems, the diff against the layout the
  * draft was cloned from, and activation. A stale version (409) is shown and the draft reloaded.
  *
- * GP.planner.split(code, coords), .reshape(code, ring), .merge(codes), .validate(),
- * .activate() are what the buttons and Leaflet.draw call; coordinates are WGS-84 [lon, lat].
+ * GP.planner.split(code, coords), .reshape(code, ring), .merge(codes), .validate([villages]),
+ * .assignWorker(code, staffId), .activate(), .rollback(), .abandon(layoutId, version) are what
+ * the buttons and Leaflet.draw call; coordinates are WGS-84 [lon, lat]. An edit re-validates only
+ * the village it touched (the whole draft is validated on opening, by the button, and by the
+ * server before activation). The status line says what happened: an edit saved but leaving
+ * problems, a validation that failed or could not run, are never reported as plain "saved".
  * Needs gridpatrol.js (GP, GCJ-02 display conversion, API calls) loaded first.
  */
 (function () {
@@ -14,7 +18,8 @@
   var esc = GP.esc;
   var P = GP.planner = {
     state: {loaded: false, version: null, status: null, grids: 0, violations: 0,
-            diff: null, selected: [], message: '', busy: false, edits: 0}
+            diff: null, selected: [], message: '', busy: false, edits: 0, report: null,
+            validated: [], features: {}, staff: {}}
   };
 
   function cfg() { return GP.cfg(); }
@@ -48,7 +53,67 @@
     }
     var el = byId('gp-selected');
     if (el) { el.textContent = P.state.selected.length ? P.state.selected.join(', ') : '–'; }
+    showWorker();
   }
+
+  /* ---- the selected grid's worker (一格一员) ------------------------------------------------ */
+  function workerLabel(p) {
+    return p && p.worker ? p.worker + (p.worker_phone ? ' ' + p.worker_phone : '') : '无 none';
+  }
+
+  function showWorker() {
+    var panel = byId('gp-worker-panel');
+    if (!panel) { return; }
+    var code = P.state.selected.length === 1 ? P.state.selected[0] : null;
+    var feature = code ? P.state.features[code] : null;
+    panel.hidden = !feature;
+    if (!feature) { return; }
+    byId('gp-worker-current').textContent = workerLabel(feature.properties);
+    var village = code.slice(0, 12);
+    var fill = function (people) {
+      if (P.state.selected.length !== 1 || P.state.selected[0] !== code) { return; }
+      // who already holds a grid of this draft (by phone: the grid list names workers)
+      var holds = {};
+      Object.keys(P.state.features).forEach(function (c) {
+        var q = P.state.features[c].properties;
+        if (q.worker_phone) { holds[q.worker_phone] = (holds[q.worker_phone] || []).concat([c]); }
+      });
+      var select = byId('gp-worker-select');
+      select.innerHTML = '<option value="">— 选择网格员 choose a worker —</option>' +
+        people.filter(function (s) { return s.active !== false; }).map(function (s) {
+          var held = (holds[s.phone] || []).filter(function (c) { return c !== code; });
+          return '<option value="' + esc(String(s.id)) + '">' + esc(s.name) + ' ' +
+            esc(s.phone || '') + (held.length ? ' · 已负责 holds ' + esc(held.join(', ')) : '') +
+            '</option>';
+        }).join('');
+    };
+    if (P.state.staff[village]) { fill(P.state.staff[village]); return; }
+    GP.api('/api/v1/staff?village=' + encodeURIComponent(village)).then(function (people) {
+      P.state.staff[village] = people;
+      fill(people);
+    }).catch(function (err) { message('网格员列表加载失败 staff list failed: ' + err.message, 'error'); });
+  }
+
+  P.assignWorker = function (code, staffId) {
+    P.state.busy = true;
+    message('指派中 assigning…');
+    return GP.api(base() + '/grids/' + encodeURIComponent(code) + '/worker',
+                  {method: 'PUT', body: {staff_id: staffId}})
+      .then(function (grid) {
+        return reloadGrids().then(function () { return P.validate([code.slice(0, 12)]); })
+          .then(function (report) {
+            var who = grid.worker_name || grid.worker || ('#' + staffId);
+            var text = '已指派 assigned ' + code + ' → ' + who;
+            message(text + outcome(report), report && report.valid ? 'ok' : 'error');
+            return grid;
+          });
+      })
+      .catch(function (err) {
+        message('未指派 not assigned: ' + err.message, 'error');
+        return null;
+      })
+      .then(function (value) { P.state.busy = false; return value; });
+  };
 
   P.select = function (code) {
     var codes = P.state.selected.filter(function (c) { return c !== code; });
@@ -70,6 +135,8 @@
         layer.on('click', function () { P.select(p.code); });
       }
     }).eachLayer(function (layer) { P.gridLayer.addLayer(layer); });
+    P.state.features = {};
+    fc.features.forEach(function (f) { P.state.features[f.properties.code] = f; });
     P.state.grids = fc.features.length;
     byId('gp-grid-count').textContent = String(fc.features.length);
     setSelected(P.state.selected.filter(function (c) {
@@ -80,6 +147,7 @@
   function drawViolations(fc) {
     P.violationLayer.clearLayers();
     var features = (fc && fc.features) || [];
+    P.state.shown = features;
     L.geoJSON(GP.displayGeoJSON({
       type: 'FeatureCollection',
       features: features.filter(function (f) { return f.geometry; })
@@ -118,33 +186,77 @@
       body.added + ' · 删除 removed ' + body.removed + ' · 变更 changed ' + body.changed;
   }
 
-  /* ---- loading ---------------------------------------------------------------------------- */
+  /* ---- loading and validation ---------------------------------------------------------- */
+  function reloadGrids() {
+    return GP.api(base() + '/grids').then(drawGrids);
+  }
+
+  /* The validation's outcome for the status line: valid, or how many problems remain. */
+  function outcome(report) {
+    if (!report) { return ' · 未校验 not validated'; }
+    if (report.valid) { return ' · 校验通过 valid'; }
+    return ' · 校验未通过 invalid: ' + P.state.violations + ' 个问题 problems (见列表 see the list)';
+  }
+
   P.load = function () {
     P.state.loaded = false;
+    var failures = [];
     return GP.api(base()).then(function (layout) {
       P.state.version = layout.version;
       P.state.status = layout.status;
       byId('gp-version').textContent = String(layout.version);
       byId('gp-status').textContent = layout.status;
-      var jobs = [GP.api(base() + '/grids').then(drawGrids), P.validate()];
+      showRollback();
+      var jobs = [reloadGrids().catch(function (err) { failures.push(err); }),
+                  P.validate().catch(function (err) { failures.push(err); })];
       if (layout.cloned_from) {
-        jobs.push(GP.api(base() + '/diff').then(drawDiff));
+        jobs.push(GP.api(base() + '/diff').then(drawDiff)
+          .catch(function (err) { failures.push(err); }));
       }
       return Promise.all(jobs);
     }).then(function () {
       P.state.loaded = true;
+      if (failures.length) { throw failures[0]; }
+      return P.state.report;
     }).catch(function (err) {
       GP.state.lastError = err.message;
-      message(err.message, 'error');
+      message('加载失败 loading failed: ' + err.message, 'error');
       P.state.loaded = true;
+      throw err;
     });
   };
 
-  P.validate = function () {
-    return GP.api(base() + '/validate').then(function (report) {
-      drawViolations(report.violations);
-      if (report.valid) { message('校验通过 valid', 'ok'); }
-      return report;
+  /* Validate the whole draft (as far as the user's scope reaches), or only ``villages``: their
+   * problems replace the ones shown for them, the others stay. */
+  P.validate = function (villages) {
+    var only = villages && villages.length ? villages : null;
+    var query = only ? '?' + only.map(function (v) {
+      return 'village=' + encodeURIComponent(v);
+    }).join('&') : '';
+    return GP.api(base() + '/validate' + query).then(function (report) {
+      var features = report.violations.features;
+      if (only) {
+        features = (P.state.shown || []).filter(function (f) {
+          return only.indexOf(f.properties.village) < 0;
+        }).concat(features);
+      }
+      drawViolations({type: 'FeatureCollection', features: features});
+      P.state.report = {valid: features.length === 0, problems: features.length,
+                        villages: only};
+      P.state.validated.push(only ? only.join(',') : '*');
+      if (!only) {
+        if (P.state.report.valid) {
+          message('校验通过 valid', 'ok');
+        } else {
+          message('校验未通过 invalid: ' + features.length + ' 个问题 problems (见列表 see the list)',
+                  'error');
+        }
+      }
+      return P.state.report;
+    }, function (err) {
+      P.state.report = null;
+      message('校验失败 validation failed: ' + err.message, 'error');
+      throw err;
     });
   };
 
@@ -158,11 +270,20 @@
         P.state.edits += 1;
         var added = (result.added || []).length ? ' 新增 added ' + result.added.join(', ') : '';
         var removed = (result.removed || []).length ? ' 删除 removed ' + result.removed.join(', ') : '';
+        var saved = '已保存 saved: v' + result.version + added + removed;
         setSelected([]);
-        return P.load().then(function () {
-          message('已保存 saved: v' + result.version + added + removed, 'ok');
-          return result;
-        });
+        P.state.version = result.version;
+        byId('gp-version').textContent = String(result.version);
+        var diff = cfg().clonedFrom ? GP.api(base() + '/diff').then(drawDiff) : null;
+        return Promise.all([reloadGrids(), P.validate([result.village]), diff])
+          .then(function (done) {
+            var report = done[1];
+            message(saved + outcome(report), report.valid ? 'ok' : 'error');
+            return result;
+          }, function (err) {
+            message(saved + ' — 但刷新失败 but refreshing failed: ' + err.message, 'error');
+            return result;
+          });
       })
       .catch(function (err) { return failed(err); })
       .then(function (value) {
@@ -176,7 +297,8 @@
   function failed(err) {
     if (err.status === 409 && err.body && err.body.current_version !== undefined) {
       var text = '版本冲突 version conflict: ' + err.message + ' — 已重新加载 reloaded';
-      return P.load().then(function () { message(text, 'error'); return null; });
+      return P.load().catch(function () { return null; })
+        .then(function () { message(text, 'error'); return null; });
     }
     if (err.body && err.body.violations) { drawViolations(err.body.violations); }
     if (err.body && err.body.offending) {
@@ -202,19 +324,76 @@
     return edit('merge', {codes: codes});
   };
 
+  var EDITING = ['gp-split', 'gp-reshape', 'gp-merge', 'gp-activate', 'gp-abandon',
+                 'gp-worker-select', 'gp-worker-assign'];
+
   P.activate = function () {
-    message('启用中 activating…');
+    message('启用中 activating… (校验整个草稿 validating the whole draft)');
     return GP.api(base() + '/activate', {method: 'POST', body: {version: P.state.version}})
       .then(function (layout) {
         P.state.status = layout.status;
         byId('gp-status').textContent = layout.status;
-        ['gp-split', 'gp-reshape', 'gp-merge', 'gp-activate'].forEach(function (id) {
-          byId(id).disabled = true;
-        });
+        if (!layout.scheduled) {
+          EDITING.forEach(function (id) { if (byId(id)) { byId(id).disabled = true; } });
+        }
+        showRollback();
         message(layout.scheduled ? '已排期 scheduled' : '已启用 active', 'ok');
         return layout;
       })
-      .catch(function (err) { return failed(err); });
+      .catch(function (err) {
+        if (err.body && err.body.violations) {
+          drawViolations(err.body.violations);
+          message('未启用 not activated: ' + err.message, 'error');
+          return null;
+        }
+        return failed(err);
+      });
+  };
+
+  /* After activating, the layout this draft replaced can be made active again. */
+  function showRollback() {
+    var button = byId('gp-rollback');
+    if (!button) { return; }
+    var previous = cfg().clonedFrom;
+    button.hidden = !(previous && P.state.status === 'active');
+    if (previous) { button.textContent = '回退到 #' + previous + ' Roll back'; }
+  }
+
+  P.rollback = function () {
+    var previous = cfg().clonedFrom;
+    message('回退中 rolling back…');
+    return GP.api('/api/v1/layouts/' + encodeURIComponent(previous) + '/rollback',
+                  {method: 'POST', body: {}})
+      .then(function (layout) {
+        return GP.api(base()).then(function (mine) {
+          P.state.status = mine.status;
+          byId('gp-status').textContent = mine.status;
+          showRollback();
+          message('已回退 rolled back: #' + layout.id + ' ' + layout.status + ' · #' +
+                  cfg().layout + ' ' + mine.status, 'ok');
+          return layout;
+        });
+      })
+      .catch(function (err) { message('未回退 not rolled back: ' + err.message, 'error'); return null; });
+  };
+
+  /* Delete a draft (confirmed first); back to the list of drafts. */
+  P.abandon = function (layoutId, version) {
+    if (!window.confirm('放弃草稿 #' + layoutId + '? 其网格将被删除 Abandon draft #' + layoutId +
+                        '? Its grids are deleted.')) {
+      message('未放弃 kept', 'note');
+      return Promise.resolve(null);
+    }
+    message('放弃中 abandoning…');
+    var query = version !== null && version !== undefined ? '?version=' + encodeURIComponent(version) : '';
+    return GP.api('/api/v1/layouts/' + encodeURIComponent(layoutId) + query, {method: 'DELETE'})
+      .then(function (body) {
+        P.state.abandoned = layoutId;
+        message('已放弃 abandoned: #' + layoutId, 'ok');
+        window.location.assign(cfg().path);
+        return body;
+      })
+      .catch(function (err) { message('未放弃 not abandoned: ' + err.message, 'error'); return null; });
   };
 
   /* ---- drawing ---------------------------------------------------------------------------- */
@@ -249,8 +428,23 @@
     map.on('zoomend', shortLabels);
     shortLabels();
     map.on('draw:created', onCreated);
-    byId('gp-validate').addEventListener('click', function () { P.validate(); });
+    byId('gp-validate').addEventListener('click', function () {
+      message('校验中 validating…');
+      P.validate().catch(function () { return null; });
+    });
     byId('gp-activate').addEventListener('click', function () { P.activate(); });
+    byId('gp-rollback').addEventListener('click', function () { P.rollback(); });
+    byId('gp-abandon').addEventListener('click', function () {
+      P.abandon(cfg().layout, P.state.version);
+    });
+    byId('gp-worker-assign').addEventListener('click', function () {
+      var value = byId('gp-worker-select').value;
+      if (P.state.selected.length !== 1 || !value) {
+        message('请选择一个网格和网格员 select one grid and a worker', 'error');
+        return;
+      }
+      P.assignWorker(P.state.selected[0], Number(value));
+    });
     byId('gp-merge').addEventListener('click', function () {
       if (P.state.selected.length !== 2) {
         message('请选择两个相邻网格 select two neighbouring grids', 'error');
@@ -271,13 +465,19 @@
     var overlays = {'网格 Grids': P.gridLayer, '问题 Violations': P.violationLayer};
     if (cfg().clonedFrom) { overlays['差异 Diff'] = P.diffLayer; }
     L.control.layers(null, overlays, {position: 'topright', collapsed: false}).addTo(map);
-    P.load();
+    P.load().catch(function () { return null; });
   }
 
   function startChooser() {
     Array.prototype.forEach.call(document.querySelectorAll('.gp-clone'), function (button) {
       button.addEventListener('click', function () {
         P.clone(Number(button.getAttribute('data-layout')), byId('gp-clone-name').value);
+      });
+    });
+    Array.prototype.forEach.call(document.querySelectorAll('.gp-abandon'), function (button) {
+      button.addEventListener('click', function () {
+        P.abandon(Number(button.getAttribute('data-layout')),
+                  Number(button.getAttribute('data-version')));
       });
     });
     P.state.loaded = true;
