@@ -22,6 +22,7 @@ from api.routers import (
     admin_areas,
     collections,
     coverage,
+    coverage_map,
     devices,
     grids,
     health,
@@ -130,5 +131,6 @@ def create_app(
     app.include_router(tile_routes.router)
     app.include_router(collections.router)
     app.include_router(maps.router)
+    app.include_router(coverage_map.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

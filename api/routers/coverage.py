@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query, Request
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
 from api import admin_areas, layouts
 from api.auth import Admin, Viewer
-from api.coverage import metrics, spots, vehicles
+from api.coverage import metrics, spots, vehicles, view
 from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
 from api.errors import NotFound, Unprocessable
@@ -81,36 +80,7 @@ async def coverage(
     )
     if format == "json":
         return body
-    return GeoJSONResponse(await _with_geometry(conn, body, layout_id, level))
-
-
-async def _with_geometry(
-    conn: AsyncConnection[Any], body: dict[str, Any], layout_id: int, level: str
-) -> dict[str, Any]:
-    codes = [u["code"] for u in body["units"]]
-    if level == "grid":
-        query = sql.SQL(
-            "SELECT code, ST_AsGeoJSON(geom, 6) FROM grid WHERE layout_id = {} AND code = ANY({})"
-        ).format(sql.Literal(layout_id), sql.Literal(codes))
-    else:
-        query = sql.SQL(
-            "SELECT nbs_prefix(code), ST_AsGeoJSON(ST_SimplifyPreserveTopology(geom, 0.0005), 6) "
-            "FROM admin_area WHERE nbs_prefix(code) = ANY({})"
-        ).format(sql.Literal(codes))
-    geoms = {c: orjson.loads(g) for c, g in await (await conn.execute(query)).fetchall()}
-    features = [
-        {
-            "type": "Feature",
-            "properties": u,
-            "geometry": geoms.get(u["code"]),
-        }
-        for u in body["units"]
-    ]
-    return {
-        "type": "FeatureCollection",
-        "features": features,
-        "properties": {k: v for k, v in body.items() if k != "units"},
-    }
+    return GeoJSONResponse(await view.with_geometry(conn, body, layout_id, level))
 
 
 @router.get(

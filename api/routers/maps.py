@@ -1,13 +1,14 @@
-"""Map pages for people: the dispatcher's live map, the colour grid map (网格彩图) and track
-replay. Each opens with the user's token like ``/map?token=…`` (checked, moved to a cookie, then
-a redirect; see ``api.routers.pages``), is cut to the user's scope, and works offline but for
-the basemap tiles. No page embeds the token; pages that write send a CSRF token with the cookie.
+"""Map pages for people: the dispatcher's live map, track replay and the planner (the colour
+grid map, 网格彩图, is ``api.routers.coverage_map``). Each opens with the user's token like
+``/map?token=…`` (checked, moved to a cookie, then a redirect; see ``api.routers.pages``), is cut
+to the user's scope, and works offline but for the basemap tiles. No page embeds the token;
+pages that write send a CSRF token with the cookie.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -16,17 +17,14 @@ from fastapi.responses import HTMLResponse, Response
 from psycopg import AsyncConnection, sql
 
 from api.auth import Dispatcher, Planner, Viewer
-from api.coverage import metrics
-from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
-from api.errors import NotFound
 from api.figures import Thresholds, device_list
 from api.layouts import active_layout, get_layout, list_layouts
 from api.positions import device_in_scope
 from api.routers.pages import html_page, token_redirect
 from api.scope import Scope
 from api.settings import Settings
-from gis import gpx, maps_coverage, maps_dispatch, maps_planner, maps_track
+from gis import gpx, maps_dispatch, maps_planner, maps_track
 from gis.stops import detect_stops
 from gis.units import china_day_bounds, china_today
 
@@ -97,47 +95,6 @@ async def dispatch_page(
         transport=live,
     )
     return _page(maps_dispatch.dispatch_map(page), request)
-
-
-@router.get("/maps/coverage", response_class=HTMLResponse, summary="Colour grid map (网格彩图)")
-async def coverage_page(
-    request: Request,
-    principal: Viewer,
-    conn: Conn,
-    settings: AppSettings,
-    layout: Annotated[int | None, Query(ge=1, description="default: active patrol")] = None,
-    first: Annotated[date | None, Query(alias="from", description="first day")] = None,
-    last: Annotated[date | None, Query(alias="to", description="last day (default today)")] = None,
-    basemap: Basemap = None,
-) -> Response:
-    if (redirect := token_redirect(request)) is not None:
-        return redirect
-    layout_id = layout or await active_layout(conn)
-    if layout_id is None:
-        raise NotFound("no active layout; name one with ?layout=")
-    details = await get_layout(conn, principal.scope, layout_id)
-    last = last or china_today()
-    window = metrics.Window.check(
-        first or last - timedelta(days=6), last, max_days=settings.coverage.max_window_days
-    )
-    updater: CoverageUpdater = request.app.state.coverage
-    summary = await metrics.unit_metrics(
-        conn, updater, principal.scope, layout_id, window, level="county"
-    )
-    page = maps_coverage.CoveragePage(
-        bounds=await scope_bounds(conn, principal.scope),
-        basemap=_basemap(basemap, settings),
-        tianditu_key=settings.map.tianditu_key,
-        path=request.url.path,
-        query=list(request.query_params.multi_items()),
-        layout=details,
-        first=window.first,
-        last=window.last,
-        blind_days=settings.coverage.blind_spot_days,
-        units=summary["units"],
-        note=" · ".join(n for n in (summary.get("note_zh"), summary.get("note")) if n) or None,
-    )
-    return _page(maps_coverage.coverage_map(page), request)
 
 
 TRACK_HITS = 20  # vehicles listed by the track page's picker

@@ -607,7 +607,17 @@ TABLE: dict[tuple[str, str], Case] = {
         "viewer", "area", _get(lambda s, t: f"/api/v1/checkpoints?area={s.village[t]}")
     ),
     ("GET", "/api/v1/alerts"): Listing("viewer", lambda s: "/api/v1/alerts"),
-    ("GET", "/maps/coverage"): Page("viewer", lambda s: "/maps/coverage", lambda s: "东乌珠穆沁旗"),
+    ("GET", "/maps/coverage"): Page(
+        "viewer", lambda s: "/maps/coverage?level=county", lambda s: "东乌珠穆沁旗"
+    ),
+    ("GET", "/maps/coverage/search"): Listing(
+        "viewer", lambda s: f"/maps/coverage/search?q={VILLAGE}"
+    ),
+    ("GET", "/maps/coverage/export"): Read(
+        "viewer",
+        "area",
+        _get(lambda s, t: f"/maps/coverage/export?format=csv&level=grid&area={s.village[t]}"),
+    ),
     ("GET", "/reports/coverage"): Read(
         "viewer",
         "area",

@@ -4,24 +4,31 @@ shows a grid's coverage and blind spots on click; track replay has its slider an
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator
 from datetime import UTC, date, timedelta
 from typing import Any
 
 import httpx
 import numpy as np
+import openpyxl
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
 from api.protocols.gpx import parse_gpx
 from gis.stops import detect_stops
 from gis.units import china_day_bounds
-from tests.browser.conftest import Chromium
+from tests.browser.conftest import TOWNSHIP_OF, Chromium
 from tests.conftest import auth
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 30_000
 VECTOR_PATHS = "svg.leaflet-tile path"
 ANY_VECTOR_PATH = f"document.querySelectorAll('{VECTOR_PATHS}').length > 0"
+GRID_NAME = "巡逻测试网格甲"  # a grid's name the colour grid map's story searches by
 
 
 def _track_path(patrol: dict[str, Any]) -> str:
@@ -244,3 +251,140 @@ def test_track_replay_story_pick_a_vehicle_grids_stops_and_gpx(
     )
     assert refused.status_code == 404
     assert "<trkpt" not in refused.text
+
+
+@pytest.fixture(scope="module")
+def coverage_story(
+    patrol: dict[str, Any], demo: str, client: TestClient, make_token: Any
+) -> Iterator[dict[str, Any]]:
+    """A county leader (viewer of 苏尼特左旗), a second patrol layout of two grids in the patrol
+    village, and a name on the patrol's grid to search it by (put back afterwards)."""
+    county = TOWNSHIP_OF
+    planner = make_token("planner", [county])
+    made = client.post(
+        "/api/v1/layouts",
+        json={
+            "name": "试点方案 pilot layout",
+            "area": patrol["village"],
+            "method": "balanced",
+            "per_village": 2,
+        },
+        headers=auth(planner),
+    )
+    assert made.status_code == 201, made.text
+    with psycopg.connect(demo, autocommit=True) as db:
+        active, old_name = db.execute(
+            "SELECT g.layout_id, g.name FROM grid g JOIN grid_layout l ON l.id = g.layout_id "
+            "WHERE l.status = 'active' AND l.purpose = 'patrol' AND g.code = %s",
+            (patrol["grid"],),
+        ).fetchone()  # type: ignore[misc]
+        db.execute(
+            "UPDATE grid SET name = %s WHERE layout_id = %s AND code = %s",
+            (GRID_NAME, active, patrol["grid"]),
+        )
+        try:
+            yield {
+                "county": county,
+                "leader": make_token("viewer", [county]),
+                "pilot": made.json()["id"],
+                "active": active,
+            }
+        finally:
+            db.execute(
+                "UPDATE grid SET name = %s WHERE layout_id = %s AND code = %s",
+                (old_name, active, patrol["grid"]),
+            )
+
+
+def _reopened(page: Any, select: str, value: str) -> None:
+    """Choose ``value`` in the view form's ``select``: the page reopens with it."""
+    with page.expect_navigation():
+        page.select_option(f"#gp-view-form select[name={select}]", value)
+    page.wait_for_function(ANY_VECTOR_PATH, timeout=WAIT_MS)
+
+
+def test_colour_grid_map_story_level_layout_search_and_export(
+    patrol: dict[str, Any], demo: str, coverage_story: dict[str, Any], chromium: Chromium
+) -> None:
+    """A county leader opens the colour grid map, sees it by township, picks the pilot layout
+    and back, finds a grid by part of its name (its popup opens with its worker), is told
+    clearly when nothing matches, exports the view as CSV, XLSX and GeoJSON — every file holds
+    exactly the county's grids of the view — and sees a window without data said so."""
+    county, active = coverage_story["county"], coverage_story["active"]
+    run = chromium.open("/maps/coverage", coverage_story["leader"])
+    page = run.page
+    page.wait_for_function(ANY_VECTOR_PATH, timeout=WAIT_MS)
+    # level: townships, coloured from their figures; the table and the map say the level
+    _reopened(page, "level", "township")
+    assert page.evaluate("GP.cfg().level") == "township"
+    units = page.evaluate("Object.keys(GP.cfg().units)")
+    assert units
+    assert all(len(code) == 9 and code.startswith(county) for code in units)
+    assert "苏木乡镇 Township" in page.locator("#gp-summary").inner_text()
+    coloured = page.evaluate(
+        f"Array.from(document.querySelectorAll('{VECTOR_PATHS}'))"
+        ".filter(p => p.getAttribute('fill') && p.getAttribute('fill') !== 'none').length"
+    )
+    assert coloured > 0
+    run.screenshot("coverage-story-township")
+    # layout: the pilot, then the active layout again (the level is kept)
+    _reopened(page, "layout", str(coverage_story["pilot"]))
+    assert page.evaluate("GP.cfg().layout") == coverage_story["pilot"]
+    assert "试点方案" in page.locator("#gp-summary").inner_text()
+    assert "level=township" in page.url
+    _reopened(page, "layout", str(active))
+    _reopened(page, "level", "grid")
+    # search by part of a grid's name: zoomed to it, its popup open with its worker
+    page.fill("#gp-find input[name=q]", GRID_NAME[2:])
+    page.click("#gp-find button")
+    page.wait_for_function(f"GP.state.found === {patrol['grid']!r}", timeout=WAIT_MS)
+    popup = page.locator(".leaflet-popup-content")
+    popup.wait_for(timeout=WAIT_MS)
+    assert patrol["grid"] in popup.inner_text()
+    page.wait_for_function(
+        "(document.querySelector('.leaflet-popup-content') || {}).textContent"
+        ".indexOf('网格员 Worker…') < 0",
+        timeout=WAIT_MS,
+    )
+    assert page.evaluate("GP.map().getZoom()") >= 12
+    run.screenshot("coverage-story-found")
+    page.fill("#gp-find input[name=q]", "没有这个网格")
+    page.click("#gp-find button")
+    page.wait_for_function("GP.state.hits === 0", timeout=WAIT_MS)
+    assert "未找到 no match" in page.locator("#gp-find-msg").inner_text()
+    # export the view: exactly the county's grids of the active layout
+    with psycopg.connect(demo, autocommit=True) as db:
+        want = [
+            r[0]
+            for r in db.execute(
+                "SELECT code FROM grid WHERE layout_id = %s AND code LIKE %s ORDER BY code",
+                (active, county + "%"),
+            ).fetchall()
+        ]
+    assert want
+    files = {}
+    for fmt in ("csv", "xlsx", "geojson"):
+        with page.expect_download() as download:
+            page.click(f"#gp-export-{fmt}")
+        files[fmt] = download.value.path()
+        assert download.value.suggested_filename.endswith(f".{fmt}")
+    with files["csv"].open(encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["代码 Code"] for r in rows] == want
+    assert {r["层级 Level"] for r in rows} == {"grid"}
+    assert {r["网格方案 Layout"] for r in rows} == {str(active)}
+    sheet = openpyxl.load_workbook(io.BytesIO(files["xlsx"].read_bytes())).active
+    assert sheet is not None
+    assert [r[4] for r in sheet.iter_rows(min_row=3, values_only=True) if r[0] == "grid"] == want
+    with files["geojson"].open("rb") as f:
+        collection = json.load(f)
+    assert [feat["properties"]["code"] for feat in collection["features"]] == want
+    assert all(feat["geometry"] for feat in collection["features"])
+    run.screenshot("coverage-story-exported")
+    assert run.errors == []
+    # a window without data says so, in both languages
+    future = chromium.open("/maps/coverage?from=2099-01-01&to=2099-01-07", coverage_story["leader"])
+    note = future.page.locator("#gp-window-note").inner_text()
+    assert "尚无数据" in note
+    assert "no data yet" in note
+    future.screenshot("coverage-story-future-window")

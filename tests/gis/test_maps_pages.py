@@ -260,3 +260,56 @@ def test_basemap_switcher_keeps_the_query_but_not_the_token() -> None:
 def test_page_map_refuses_unknown_basemaps() -> None:
     with pytest.raises(ValueError, match="osm, tianditu, amap"):
         page_map(BOUNDS, basemap="google", tianditu_key=None, switch_url="/", switch_params=[])
+
+
+def test_colour_grid_map_at_a_coarser_level_colours_admin_areas_and_exports_the_view() -> None:
+    units = [
+        {
+            "code": "152502001",
+            "name_zh": "宝力根苏木",
+            "grids": 4,
+            "cells": 80,
+            "seen_cells": 20,
+            "coverage_pct": 25.0,
+            "blind_cells": 60,
+        },
+    ]
+    html = coverage_map(
+        CoveragePage(
+            bounds=BOUNDS,
+            basemap="osm",
+            tianditu_key=None,
+            path="/maps/coverage",
+            query=[("level", "township"), ("token", "gp_x"), ("basemap", "osm")],
+            layout={"id": 3, "name": "巡逻方格", "status": "active"},
+            first=date(2026, 11, 17),
+            last=date(2026, 11, 23),
+            blind_days=7,
+            units=units,
+            level="township",
+            area="152502",
+            layouts=[
+                {"id": 3, "name": "巡逻方格", "status": "active"},
+                {"id": 9, "name": "试点", "status": "draft"},
+            ],
+            note="窗口内无巡逻数据 · no patrol data in this window",
+        )
+    )
+    config = _config(html)
+    assert config["level"] == "township"
+    assert config["digits"] == 9
+    assert config["units"] == {
+        "152502001": {k: v for k, v in units[0].items() if k not in ("code", "seen_cells")}
+        | {"visits": None, "patrol_km": None, "dwell_h": None, "vehicles": None}
+    }
+    assert "/tiles/admin_areas/{z}/{x}/{y}.pbf?level=township" in html
+    assert "/tiles/grids/" not in html  # the grids are not drawn at a coarser level
+    assert "苏木乡镇 Township" in html
+    for fmt in ("csv", "xlsx", "geojson"):  # the export asks for exactly this view
+        assert (
+            f'id="gp-export-{fmt}" href="/maps/coverage/export?level=township&amp;layout=3'
+            f'&amp;from=2026-11-17&amp;to=2026-11-23&amp;area=152502&amp;format={fmt}"' in html
+        )
+    assert '<option value="9">试点 #9 · 草稿 draft</option>' in html
+    assert 'id="gp-window-note"' in html
+    assert "gp_x" not in html

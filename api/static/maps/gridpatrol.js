@@ -148,14 +148,60 @@
     return colour;
   };
 
+  /* a grid outside the page's area (?area=) is drawn but not coloured: the view is the area */
+  GP.inArea = function (code) {
+    var area = GP.cfg().area || '';
+    return !area || String(code).indexOf(area) === 0;
+  };
+
   GP.coverageStyle = function (p) {
+    if (!GP.inArea(p.code)) {
+      return {fill: false, color: '#888888', weight: 0.4, opacity: 0.5};
+    }
     return {fill: true, fillColor: GP.coverageColour(p.coverage_pct || 0), fillOpacity: 0.7,
             color: '#444444', weight: 0.6, opacity: 0.8};
   };
 
+  /* the unit of the page's level an admin-area tile feature (12-digit code) stands for */
+  GP.unitOf = function (p) {
+    var code = String(p.code).substring(0, GP.cfg().digits || 12);
+    return {code: code, figures: (GP.cfg().units || {})[code] || null};
+  };
+
+  GP.unitStyle = function (p) {
+    var unit = GP.unitOf(p);
+    if (!unit.figures) { return {fill: false, color: '#888888', weight: 0.5, opacity: 0.5}; }
+    return {fill: true, fillColor: GP.coverageColour(unit.figures.coverage_pct || 0),
+            fillOpacity: 0.7, color: '#444444', weight: 1, opacity: 0.9};
+  };
+
+  GP.unitPopup = function (code, level, u) {
+    var labels = GP.cfg().levelLabels || {};
+    var rows = [[labels[level] || level, (u && u.name_zh ? u.name_zh + ' ' : '') + code]];
+    if (!u) {
+      rows.push(['覆盖率 Coverage', '本方案无此区网格 no grids of this layout here']);
+    } else {
+      rows = rows.concat([
+        ['覆盖率 Coverage', (u.coverage_pct === null ? '–' : u.coverage_pct) + ' %'],
+        ['网格 Grids', u.grids], ['盲区 Blind cells', u.blind_cells + ' / ' + u.cells],
+        ['巡逻次数 Visits', u.visits], ['里程 km', u.patrol_km], ['停留 Hours', u.dwell_h],
+        ['车辆 Vehicles', u.vehicles]
+      ]);
+    }
+    return '<table class="gp-table">' + rows.map(function (r) {
+      return '<tr><th>' + r[0] + '</th><td>' + esc(r[1]) + '</td></tr>';
+    }).join('') + '</table>';
+  };
+
+  GP.onUnitClick = function (e) {
+    var unit = GP.unitOf(e.layer.properties);
+    L.popup({maxWidth: 420}).setLatLng(e.latlng)
+      .setContent(GP.unitPopup(unit.code, GP.cfg().level, unit.figures)).openOn(GP.map());
+  };
+
   GP.gridPopup = function (p) {
     var rows = [
-      ['网格 Grid', p.code], ['村 Village', (p.village_name || '') + ' ' + p.village_code],
+      ['网格 Grid', p.code + (p.name ? ' ' + p.name : '')], ['村 Village', (p.village_name || '') + ' ' + p.village_code],
       ['覆盖率 Coverage', p.coverage_pct + ' %'], ['巡逻次数 Visits', p.visits],
       ['盲区 Blind cells', p.blind_cells + ' / ' + p.cells], ['里程 km', p.patrol_km],
       ['停留 Hours', p.dwell_h], ['最近巡逻 Last patrol', p.last_patrol || '–'],
@@ -168,10 +214,16 @@
   };
 
   GP.onGridClick = function (e) {
-    var p = e.layer.properties;
+    if (!GP.inArea(e.layer.properties.code)) { return null; }
+    return GP.openGrid(e.layer.properties, e.latlng);
+  };
+
+  /* a grid's popup at latlng: its figures, then its worker and blind spots from the API */
+  GP.openGrid = function (p, latlng) {
     var map = GP.map();
     var cfg = GP.cfg();
-    var popup = L.popup().setLatLng(e.latlng).setContent(GP.gridPopup(p)).openOn(map);
+    var popup = L.popup({maxWidth: 420}).setLatLng(latlng).setContent(GP.gridPopup(p))
+      .openOn(map);
     /* the grid worker (一格一员) from the scoped grid API: never in the tiles, which may be
        served to anonymous readers (GRIDPATROL_API_PUBLIC_TILES) */
     var worker = GP.api('/api/v1/grids/' + encodeURIComponent(p.code) + '?layout=' + cfg.layout)
@@ -193,5 +245,93 @@
         interactive: false
       }).addTo(GP.blindLayer);
     }).catch(function (err) { GP.state.lastError = err.message; });
+  };
+
+  /* ---- colour grid map: search by code or name ------------------------------------------ */
+  GP.showHit = function (hit) {
+    var map = GP.map();
+    var b = hit.bbox;
+    var bounds = L.latLngBounds(GP.latLng(b[0], b[1]), GP.latLng(b[2], b[3]));
+    /* the boxes (summary left, controls top right) stay clear of the hit and its popup */
+    map.fitBounds(bounds, {maxZoom: 15, paddingTopLeft: [560, 420], paddingBottomRight: [60, 20]});
+    var centre = bounds.getCenter();
+    GP.state.found = hit.code;
+    var f = hit.figures;
+    if (hit.level === 'grid') {
+      return GP.openGrid({
+        code: hit.code, name: hit.grid_name, village_code: hit.code.substring(0, 12),
+        village_name: hit.village_name,
+        coverage_pct: f ? f.coverage_pct : '–', visits: f ? f.visits : '–',
+        blind_cells: f ? f.blind_cells : 0, cells: f ? f.cells : '–',
+        patrol_km: f ? f.patrol_km : '–', dwell_h: f ? f.dwell_h : '–',
+        last_patrol: f ? f.last_patrol : null
+      }, centre);
+    }
+    L.popup({maxWidth: 420}).setLatLng(centre)
+      .setContent(GP.unitPopup(hit.code, hit.level, f)).openOn(map);
+    return null;
+  };
+
+  GP.find = function (q) {
+    var cfg = GP.cfg();
+    var msg = document.getElementById('gp-find-msg');
+    var list = document.getElementById('gp-find-hits');
+    list.innerHTML = '';
+    msg.className = 'gp-small';
+    msg.textContent = '查找中 searching…';
+    var url = '/maps/coverage/search?q=' + encodeURIComponent(q) + '&layout=' + cfg.layout +
+      '&from=' + cfg.from + '&to=' + cfg.to + (cfg.area ? '&area=' + cfg.area : '');
+    return GP.api(url).then(function (body) {
+      GP.state.hits = body.hits.length;
+      if (!body.hits.length) {
+        msg.className = 'gp-error';
+        msg.textContent = '未找到 no match: ' + q;
+        return;
+      }
+      var labels = cfg.levelLabels || {};
+      msg.textContent = body.hits.length + ' 个结果 found';
+      body.hits.forEach(function (hit) {
+        var item = document.createElement('li');
+        var link = document.createElement('a');
+        link.href = '#';
+        link.className = 'gp-found';
+        link.setAttribute('data-code', hit.code);
+        link.textContent = (labels[hit.level] || hit.level) + ' ' +
+          (hit.level === 'grid' ? (hit.grid_name || hit.village_name || '') : (hit.name || '')) +
+          ' ' + hit.code;
+        link.addEventListener('click', function (ev) { ev.preventDefault(); GP.showHit(hit); });
+        item.appendChild(link);
+        list.appendChild(item);
+      });
+      GP.showHit(body.hits[0]);
+    }).catch(function (err) {
+      GP.state.lastError = err.message;
+      msg.className = 'gp-error';
+      msg.textContent = '查找失败 search failed: ' + err.message;
+    });
+  };
+
+  /* the page's controls: a changed level or layout reopens the page; the search box */
+  GP.startCoverage = function (layer) {
+    GP.coverageLayer = layer;
+    var form = document.getElementById('gp-view-form');
+    if (form) {
+      var clean = function () {  /* no empty area= in the address */
+        var area = form.querySelector('input[name=area]');
+        if (area && !area.value.trim()) { area.disabled = true; }
+      };
+      form.addEventListener('submit', clean);
+      form.querySelectorAll('select').forEach(function (select) {
+        select.addEventListener('change', function () { clean(); form.submit(); });
+      });
+    }
+    var find = document.getElementById('gp-find');
+    if (find) {
+      find.addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        var q = find.querySelector('input[name=q]').value.trim();
+        if (q) { GP.find(q); }
+      });
+    }
   };
 }());
