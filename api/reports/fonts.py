@@ -70,3 +70,30 @@ def cjk_style() -> Iterator[str]:
         }
     ):
         yield family
+
+
+PDF_FONT = "GridPatrolCJK"
+
+
+@cache
+def pdf_font() -> str:
+    """The CJK font registered with reportlab (the PDF's tables), by the name it goes by.
+
+    Raises
+    ------
+    NoCjkFont
+        When no TrueType CJK font is installed (reportlab embeds TrueType outlines only).
+    """
+    from reportlab.pdfbase import pdfmetrics  # noqa: PLC0415 - only the PDF needs it
+    from reportlab.pdfbase.ttfonts import TTFError, TTFont  # noqa: PLC0415
+
+    paths = [p for p in CANDIDATES if p.exists()] + [
+        Path(e.fname) for e in font_manager.fontManager.ttflist if e.name.startswith(KNOWN_FAMILIES)
+    ]
+    for path in paths:
+        try:
+            pdfmetrics.registerFont(TTFont(PDF_FONT, str(path), subfontIndex=0))
+        except (TTFError, OSError):
+            continue
+        return PDF_FONT
+    raise NoCjkFont(INSTALL_HINT)

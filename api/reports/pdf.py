@@ -13,23 +13,22 @@ import io
 from collections.abc import Sequence
 from datetime import datetime
 
-import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Patch
+from pypdf import PdfReader, PdfWriter
 
 from api.coverage import vehicles
 from api.reports import charts, labels, response_times
 from api.reports.data import ReportData
 from api.reports.fonts import cjk_style
+from api.reports.pdftables import Table, render_tables
 from gis import palette
 
 A4_INCHES = (210 / 25.4, 297 / 25.4)
-ROWS_PER_PAGE = 50
 MAX_TABLE_ROWS = 2500  # 50 pages; beyond that a table belongs in a spreadsheet
 LEFT, RIGHT = 0.06, 0.94
-NUMERIC = {"int", "float1", "float3", "pct"}
 
 PDF_UNIT_COLUMNS = (
     ("code", 1.5),
@@ -96,49 +95,73 @@ class Pages:
 
 
 def render_pdf(data: ReportData) -> bytes:
-    """The report as PDF bytes (A4 portrait)."""
-    buffer = io.BytesIO()
-    metadata = {
-        "Title": data.title,
-        "Author": "GridPatrol",
-        "Subject": f"{data.layout['name']} · {labels.level_label(data.level)}",
-        "CreationDate": datetime.now().astimezone(),
-    }
-    with cjk_style(), PdfPages(buffer, metadata=metadata) as pdf:
-        pages = Pages(pdf, f"GridPatrol · {data.title}")
+    """The report as PDF bytes (A4 portrait): the map and chart pages from matplotlib, the
+    tables from reportlab (``api.reports.pdftables``), one document."""
+    figures = io.BytesIO()
+    footer = f"GridPatrol · {data.title}"
+    with cjk_style(), PdfPages(figures) as pdf:
+        pages = Pages(pdf, footer)
         _map_page(pages, data)
         _chart_page(pages, data)
-        for level, frame in data.levels.items():
-            title = f"各{labels.LEVEL_ZH[level]}覆盖 Coverage per {level}"
-            _table_pages(pages, title, frame, _columns(labels.UNIT_COLUMNS, PDF_UNIT_COLUMNS))
-        rule = "\n".join(
-            line
-            for text in (
-                data.ranking_rule.get("zh", ""),
-                data.ranking_rule.get("en", ""),
-                vehicles.summary(data.ranking_counts),
-            )
-            for line in wrap(text, RIGHT - LEFT)
+    tables = render_tables(_tables(data), footer, first_page=pages.count + 1)
+    writer = PdfWriter()
+    for part in (figures, io.BytesIO(tables)):
+        writer.append(PdfReader(part))
+    writer.add_metadata(
+        {
+            "/Title": data.title,
+            "/Author": "GridPatrol",
+            "/Subject": f"{data.layout['name']} · {labels.level_label(data.level)}",
+            "/CreationDate": datetime.now().astimezone().strftime("D:%Y%m%d%H%M%S"),
+        }
+    )
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _tables(data: ReportData) -> list[Table]:
+    """Per level, the ranking (its rule above), the vehicles not ranked, response times."""
+    tables = [
+        Table(
+            f"各{labels.LEVEL_ZH[level]}覆盖 Coverage per {level}",
+            frame,
+            _columns(labels.UNIT_COLUMNS, PDF_UNIT_COLUMNS),
+            max_rows=MAX_TABLE_ROWS,
         )
-        _table_pages(
-            pages,
+        for level, frame in data.levels.items()
+    ]
+    rule = "\n".join(
+        line
+        for text in (
+            data.ranking_rule.get("zh", ""),
+            data.ranking_rule.get("en", ""),
+            vehicles.summary(data.ranking_counts),
+        )
+        for line in wrap(text, RIGHT - LEFT)
+    )
+    tables.append(
+        Table(
             "车辆排名 Vehicle ranking",
             data.ranking,
             _columns(labels.RANKING_COLUMNS, PDF_RANKING_COLUMNS),
             subtitle=rule,
+            max_rows=MAX_TABLE_ROWS,
         )
-        _table_pages(
-            pages,
+    )
+    tables.append(
+        Table(
             "未排名车辆 Vehicles not ranked (not in service)",
             data.not_ranked,
             _columns(labels.NOT_RANKED_COLUMNS, PDF_NOT_RANKED_COLUMNS),
             max_rows=PDF_NOT_RANKED_ROWS,
         )
-        times = data.response_times
-        by_key = {c.key: c for c in response_times.columns(times)}
-        columns = [(by_key[k], w) for k, w in PDF_RESPONSE_COLUMNS if k in by_key]
-        _table_pages(pages, "响应时间 Response times", times, columns)
-    return buffer.getvalue()
+    )
+    times = data.response_times
+    by_key = {c.key: c for c in response_times.columns(times)}
+    columns = [(by_key[k], w) for k, w in PDF_RESPONSE_COLUMNS if k in by_key]
+    tables.append(Table("响应时间 Response times", times, columns, max_rows=MAX_TABLE_ROWS))
+    return tables
 
 
 def _columns(
@@ -240,74 +263,6 @@ def _chart_page(pages: Pages, data: ReportData) -> None:
     pages.save(fig)
 
 
-def _table_pages(
-    pages: Pages,
-    title: str,
-    frame: pd.DataFrame,
-    columns: Sequence[tuple[labels.Column, float]],
-    *,
-    subtitle: str | None = None,
-    max_rows: int = MAX_TABLE_ROWS,
-) -> None:
-    """A table over as many pages as it needs (at most ``max_rows`` rows); the subtitle's
-    lines on every page above the header."""
-    total = len(frame)
-    shown = frame.head(max_rows)
-    scale = (RIGHT - LEFT) / sum(w for _, w in columns)
-    edges = [LEFT]
-    for _, w in columns:
-        edges.append(edges[-1] + w * scale)
-    records = shown.to_dict("records")
-    for start in range(0, max(len(records), 1), ROWS_PER_PAGE):
-        chunk = records[start : start + ROWS_PER_PAGE]
-        fig = pages.new()
-        span = f"{start + 1}–{start + len(chunk)} / {total:,}" if total else "0"
-        fig.text(LEFT, 0.965, f"{title}  ({span})", fontsize=11)
-        y = 0.945
-        for line in (subtitle or "").splitlines():
-            fig.text(LEFT, y, line, fontsize=6.5, color="#444444")
-            y -= 0.011
-        if subtitle:
-            y -= 0.004
-        if total > max_rows and start == 0:
-            fig.text(
-                LEFT,
-                y,
-                f"仅列前 {max_rows:,} 行，完整数据见 XLSX/CSV · first "
-                f"{max_rows:,} rows; the XLSX and CSV hold all {total:,}",
-                fontsize=7,
-                color="#9c5700",
-            )
-            y -= 0.015
-        for (column, _), x0, x1 in zip(columns, edges[:-1], edges[1:], strict=True):
-            numeric = column.kind in NUMERIC
-            x, ha = (x1 - 0.004, "right") if numeric else (x0 + 0.002, "left")
-            fig.text(x, y, column.zh, fontsize=6.5, ha=ha)
-            fig.text(x, y - 0.012, column.en, fontsize=5.5, ha=ha, color="#444444")
-        y -= 0.02
-        fig.add_artist(Rectangle((LEFT, y), RIGHT - LEFT, 0.0008, color="#555555"))
-        step = min(0.0165, (y - 0.05) / ROWS_PER_PAGE)
-        if not chunk:
-            fig.text(LEFT, y - step, "无数据 No rows", fontsize=8)
-        for i, record in enumerate(chunk):
-            row_y = y - (i + 1) * step
-            if i % 2:
-                fig.add_artist(
-                    Rectangle((LEFT, row_y - 0.3 * step), RIGHT - LEFT, step, color="#f2f4f6")
-                )
-            for (column, _), x0, x1 in zip(columns, edges[:-1], edges[1:], strict=True):
-                text = _fit(labels.cell_text(record[column.key], column.kind), x1 - x0)
-                numeric = column.kind in NUMERIC
-                x, ha = (x1 - 0.004, "right") if numeric else (x0 + 0.002, "left")
-                colour = (
-                    labels.VERDICT_COLOUR.get(str(record[column.key]), "#222222")
-                    if (column.kind == "verdict")
-                    else "#222222"
-                )
-                fig.text(x, row_y, text, fontsize=6.3, ha=ha, color=colour)
-        pages.save(fig)
-
-
 def wrap(text: str, width: float) -> list[str]:
     """Lines of text that fit a width (share of the page) at 6.5 pt, CJK counted double;
     breaks at spaces where it can, anywhere in CJK runs."""
@@ -328,15 +283,3 @@ def wrap(text: str, width: float) -> list[str]:
     if line.strip():
         lines.append(line.rstrip())
     return lines
-
-
-def _fit(text: str, width: float) -> str:
-    """Cut text to a column's width (≈ characters per page width at 6.3 pt, CJK double)."""
-    room = int(width * 150)
-    used, out = 0, list[str]()
-    for ch in text:
-        used += 2 if ord(ch) > 0x2E80 else 1
-        if used > room:
-            return "".join(out) + "…"
-        out.append(ch)
-    return text
