@@ -65,7 +65,7 @@ LINKS = (
     ),
     Link(
         "reports",
-        "/reports/coverage",
+        "/reports",
         "报表",
         "Reports",
         "viewer",

@@ -196,6 +196,11 @@ def window_note(
             f"the window starts after today ({day}): there is no data yet",
             f"窗口在今天（{day}）之后，尚无数据",
         )
+    if patrol_days == 0 and pending:
+        return (
+            f"{pending} device-days in this window are still being computed: 0 % until then",
+            f"{pending} 个车辆日仍在计算，完成前覆盖率显示为 0 %",
+        )
     if patrol_days == 0:
         return (
             "no patrol data in this window: every unit shows 0 % coverage",

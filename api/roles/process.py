@@ -3,7 +3,8 @@ loop (no HTTP), the readiness line, and dying with the supervisor.
 
 The supervisor starts each child as ``python -m api.roles ROLE`` (``api.roles.__main__``), not
 through the ``gridpatrol`` command line, whose modules import every library the CLI commands use:
-an ingest or worker process then loads neither the pages nor the reports' libraries.
+an ingest process then loads neither the pages nor the reports' libraries, and a worker (which
+builds the reports) not the pages.
 """
 
 from __future__ import annotations

@@ -239,11 +239,14 @@ def test_window_notes_say_what_the_numbers_mean() -> None:
     notes = {
         "updating": window_note(past, 5, 3, today),
         "empty": window_note(past, 0, 0, today),
+        "computing": window_note(past, 0, 4, today),
         "running": window_note(running, 5, 0, today),
         "future": window_note(future, 0, 0, today),
     }
     assert "still being updated" in str(notes["updating"])
     assert str(notes["empty"]).startswith("('no patrol data")
+    # nothing computed yet is not "no patrol data": the days are on their way
+    assert "4 device-days in this window are still being computed" in str(notes["computing"])
     assert "runs past today (2026-12-07)" in str(notes["running"])
     assert "starts after today" in str(notes["future"])
     for note in notes.values():  # English in ASCII (it travels in a header), and 中文

@@ -368,7 +368,7 @@ def test_home_cards_follow_the_role(browser: TestClient, scene: Scene) -> None:
     assert links == {
         "dispatch": "/maps/dispatch",
         "coverage": "/maps/coverage",
-        "reports": "/reports/coverage",
+        "reports": "/reports",
         "track": "/devices#track",
         "devices": "/devices",
         "areas": "/map",

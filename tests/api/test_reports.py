@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -383,3 +385,111 @@ def test_cli_refuses_an_unknown_format(monkeypatch: pytest.MonkeyPatch, db_url: 
     result = CliRunner().invoke(cli, ["report", "--format", "docx"])
     assert result.exit_code == 1
     assert "--format must be one of html, xlsx, pdf, csv" in result.output
+
+
+# ---- report jobs: the page's API, the cache, the worker ----------------------------------------
+def _ask(client: TestClient, token: str, **body: Any) -> Any:
+    return client.post("/api/v1/reports", json=body, headers=auth(token))
+
+
+def _until_finished(client: TestClient, token: str, job: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(600):
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+        job = client.get(f"/api/v1/reports/{job['id']}", headers=auth(token)).json()
+    raise AssertionError(f"report job {job['id']} still {job['status']}")
+
+
+def test_a_report_job_is_built_once_and_rebuilt_when_its_data_changes(
+    client: TestClient, demo: str, make_token: Any, patrols: Patrols
+) -> None:
+    county = make_token("viewer", ["152526"])
+    body = {**patrols.window, "level": "village", "format": "csv"}
+    first = _ask(client, county, **body)
+    assert first.status_code in (200, 202), first.text
+    job = _until_finished(client, county, first.json())
+    assert job["status"] == "done", job
+    assert job["url"] == f"/api/v1/reports/{job['id']}/file"
+    file = client.get(job["url"], headers=auth(county))
+    assert file.status_code == 200
+    assert file.headers["content-type"] == "text/csv; charset=utf-8"
+    assert patrols.villages["152526"].encode() in file.content
+    again = _ask(client, county, **body)
+    assert again.status_code == 200
+    assert again.json()["id"] == job["id"]
+    assert again.json()["cached"] is True
+    # another user with the same scope shares the file; a wider one has its own
+    colleague = make_token("viewer", ["152526"])
+    assert _ask(client, colleague, **body).json()["id"] == job["id"]
+    assert _ask(client, make_token("viewer", ["1525"]), **body).json()["id"] != job["id"]
+    # new data for the window: the same request builds anew
+    with psycopg.connect(demo, autocommit=True) as db:
+        db.execute(
+            "UPDATE device_day SET updated_at = clock_timestamp() "
+            "WHERE day = %s AND device_id = (SELECT id FROM device WHERE identifier = %s)",
+            (patrols.day, patrols.devices[1]),
+        )
+    fresh = _ask(client, county, **body)
+    assert fresh.json()["id"] != job["id"]
+    assert _until_finished(client, county, fresh.json())["status"] == "done"
+    mine = client.get("/api/v1/reports", headers=auth(county)).json()
+    assert [j["id"] for j in mine][:2] == [fresh.json()["id"], job["id"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        ({"format": "docx"}, 422, "format"),
+        ({"level": "province"}, 422, "level"),
+        ({"from": "2026-11-10", "to": "2026-11-01"}, 422, "to"),
+        ({"from": "2026-01-01", "to": "2026-12-31"}, 422, "92"),
+        ({"format": "csv", "colour": "red"}, 422, "colour"),
+        ({"format": "csv", "area": "152502"}, 404, "152502"),
+        ({"format": "csv", "layout": 987654}, 404, "987654"),
+        ({"format": "csv", "area": "not-a-code"}, 404, "not-a-code"),
+    ],
+)
+def test_bad_report_requests_name_the_problem_and_queue_nothing(
+    client: TestClient, demo: str, make_token: Any, body: dict[str, Any], status: int, names: str
+) -> None:
+    county = make_token("viewer", ["152526"])
+    with psycopg.connect(demo, autocommit=True) as db:
+        before = db.execute("SELECT count(*) FROM report_job").fetchone()
+    response = _ask(client, county, **body)
+    assert response.status_code == status, response.text
+    assert names in response.text
+    with psycopg.connect(demo, autocommit=True) as db:
+        assert db.execute("SELECT count(*) FROM report_job").fetchone() == before
+
+
+def test_a_job_left_by_a_dead_worker_is_built_again_and_an_unready_file_is_409(
+    client: TestClient, demo: str, tokens: dict[str, str], patrols: Patrols
+) -> None:
+    params = {
+        "scope": ["*"],
+        "layout": patrols.layout,
+        "first": patrols.day.isoformat(),
+        "last": patrols.day.isoformat(),
+        "level": "county",
+        "format": "csv",
+        "area": None,
+    }
+    with psycopg.connect(demo, autocommit=True) as db:
+        waiting = db.execute(
+            "INSERT INTO report_job (cache_key, params, scope, format, status) "
+            "VALUES (md5(random()::text), %s, '{*}', 'csv', 'running') RETURNING id",
+            (json.dumps(params),),
+        ).fetchone()[0]  # type: ignore[index]
+        early = client.get(f"/api/v1/reports/{waiting}/file", headers=auth(tokens["viewer"]))
+        assert early.status_code == 409, early.text  # running, with a fresh heartbeat
+        db.execute(
+            "UPDATE report_job SET heartbeat_at = now() - interval '10 minutes', attempts = 1 "
+            "WHERE id = %s",
+            (waiting,),
+        )
+    job = client.get(f"/api/v1/reports/{waiting}", headers=auth(tokens["viewer"])).json()
+    job = _until_finished(client, tokens["viewer"], job)
+    assert job["status"] == "done", job
+    csv_text = client.get(job["url"], headers=auth(tokens["viewer"])).content.decode("utf-8-sig")
+    assert "152526" in csv_text

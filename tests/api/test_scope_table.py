@@ -41,6 +41,7 @@ import io
 import itertools
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -623,6 +624,19 @@ TABLE: dict[tuple[str, str], Case] = {
         "area",
         _get(lambda s, t: f"/reports/coverage?format=csv&level=village&area={s.village[t]}"),
     ),
+    ("GET", "/reports"): Page("viewer", lambda s: "/reports", lambda s: "东乌珠穆沁旗"),
+    ("POST", "/api/v1/reports"): Write(
+        "viewer",
+        "area",
+        _post(lambda s, t: "/api/v1/reports", lambda s, t: {"area": s.village[t], "format": "csv"}),
+    ),
+    ("GET", "/api/v1/reports"): Covered("test_report_jobs_are_read_only_within_their_scope"),
+    ("GET", "/api/v1/reports/{job_id}"): Covered(
+        "test_report_jobs_are_read_only_within_their_scope"
+    ),
+    ("GET", "/api/v1/reports/{job_id}/file"): Covered(
+        "test_report_jobs_are_read_only_within_their_scope"
+    ),
     # ---- incidents
     ("POST", "/api/v1/incidents"): Write(
         "dispatcher",
@@ -1153,3 +1167,36 @@ def test_ingest_stats_are_cut_to_the_scope(
         assert "duplicate" not in totals
         assert row is not None
         assert totals.get("stored", 0) == int(row[0] or 0), user
+
+
+def _finished_report(client: TestClient, scene: Scene, user: str, body: dict[str, Any]) -> int:
+    made = scene.call(client, "viewer", user, "POST", "/api/v1/reports", json=body)
+    assert made.status_code in (200, 202), made.text
+    job = made.json()
+    for _ in range(600):
+        if job["status"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+        job = scene.call(client, "viewer", user, "GET", f"/api/v1/reports/{job['id']}").json()
+    assert job["status"] == "done", job
+    return int(job["id"])
+
+
+def test_report_jobs_are_read_only_within_their_scope(client: TestClient, scene: Scene) -> None:
+    """A report job is read (job, file, list) only by users whose scope holds the job's whole
+    scope, and a county's report holds only the county's rows."""
+    out = _finished_report(client, scene, "league", {"area": scene.village["out"], "format": "csv"})
+    county = _finished_report(client, scene, "county", {"format": "csv", "level": "village"})
+    for job, readers in ((out, {"league"}), (county, {"league", "county"})):
+        for user in WIDEST_FIRST:
+            for suffix in ("", "/file"):
+                got = scene.call(client, "viewer", user, "GET", f"/api/v1/reports/{job}{suffix}")
+                assert got.status_code == (200 if user in readers else 404), (job, user, suffix)
+    rows = scene.call(client, "viewer", "county", "GET", f"/api/v1/reports/{county}/file")
+    codes = [line.split(",")[0] for line in rows.text.lstrip("\ufeff").splitlines()[1:]]
+    assert codes
+    assert all(allowed("county", c) for c in codes), codes
+    mine = scene.call(client, "viewer", "county", "GET", "/api/v1/reports").json()
+    assert county in {j["id"] for j in mine}
+    assert out not in {j["id"] for j in mine}
+    assert all(allowed("county", j["area"]) for j in mine if j["area"])
