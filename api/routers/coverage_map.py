@@ -16,10 +16,10 @@ from psycopg import AsyncConnection
 
 from api.auth import Viewer
 from api.coverage import metrics, view
-from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn
 from api.errors import NotFound
 from api.layouts import active_layout, get_layout, list_layouts
+from api.routers.coverage import updater
 from api.routers.maps import Basemap, _basemap, _page, scope_bounds
 from api.routers.pages import token_redirect
 from api.scope import Scope
@@ -49,6 +49,30 @@ MEDIA = {
 }
 
 
+async def _frame(
+    conn: AsyncConnection[Any],
+    scope: Scope,
+    settings: Settings,
+    *,
+    layout: int | None,
+    first: date | None,
+    last: date | None,
+    area: str | None,
+) -> tuple[dict[str, Any], Scope, metrics.Window]:
+    """The view's layout, the scope cut to its area, and its window (404: unknown layout, area
+    outside the scope; 422: a bad window)."""
+    layout_id = layout or await active_layout(conn)
+    if layout_id is None:
+        raise NotFound("no active layout; name one with ?layout=")
+    details = await get_layout(conn, scope, layout_id)  # 404 when unknown or unreadable
+    cut = await view.view_scope(conn, scope, area)
+    last = last or china_today()
+    window = metrics.Window.check(
+        first or last - timedelta(days=6), last, max_days=settings.coverage.max_window_days
+    )
+    return details, cut, window
+
+
 async def _view(
     request: Request,
     conn: AsyncConnection[Any],
@@ -60,21 +84,15 @@ async def _view(
     last: date | None,
     level: str,
     area: str | None,
-) -> tuple[dict[str, Any], Scope]:
-    """The view's ``unit_metrics`` answer and the scope it was cut to (404: unknown layout,
-    area outside the scope; 422: a bad window)."""
-    layout_id = layout or await active_layout(conn)
-    if layout_id is None:
-        raise NotFound("no active layout; name one with ?layout=")
-    await get_layout(conn, scope, layout_id)  # 404 when unknown or unreadable
-    cut = await view.view_scope(conn, scope, area)
-    last = last or china_today()
-    window = metrics.Window.check(
-        first or last - timedelta(days=6), last, max_days=settings.coverage.max_window_days
+) -> tuple[dict[str, Any], Scope, dict[str, Any]]:
+    """The view's ``unit_metrics`` answer, the scope it was cut to and its layout."""
+    details, cut, window = await _frame(
+        conn, scope, settings, layout=layout, first=first, last=last, area=area
     )
-    updater: CoverageUpdater = request.app.state.coverage
-    body = await metrics.unit_metrics(conn, updater, cut, layout_id, window, level=level)
-    return body, cut
+    body = await metrics.unit_metrics(
+        conn, updater(request), cut, details["id"], window, level=level
+    )
+    return body, cut, details
 
 
 @router.get("/maps/coverage", response_class=HTMLResponse, summary="Colour grid map (网格彩图)")
@@ -92,7 +110,7 @@ async def coverage_page(
 ) -> Response:
     if (redirect := token_redirect(request)) is not None:
         return redirect
-    body, cut = await _view(
+    body, cut, details = await _view(
         request,
         conn,
         principal.scope,
@@ -103,7 +121,6 @@ async def coverage_page(
         level=level,
         area=area,
     )
-    details = await get_layout(conn, principal.scope, body["layout"]["id"])
     layouts = [
         x
         for x in await list_layouts(conn, principal.scope)
@@ -144,18 +161,11 @@ async def coverage_search(
     last: Last = None,
     area: Area = None,
 ) -> dict[str, Any]:
-    layout_id = layout or await active_layout(conn)
-    if layout_id is None:
-        raise NotFound("no active layout; name one with ?layout=")
-    await get_layout(conn, principal.scope, layout_id)  # 404 when unknown or unreadable
-    cut = await view.view_scope(conn, principal.scope, area)
-    last = last or china_today()
-    window = metrics.Window.check(
-        first or last - timedelta(days=6), last, max_days=settings.coverage.max_window_days
+    details, cut, window = await _frame(
+        conn, principal.scope, settings, layout=layout, first=first, last=last, area=area
     )
-    updater: CoverageUpdater = request.app.state.coverage
-    hits = await view.search(conn, updater, cut, layout_id, window, q)
-    return {"q": q, "layout": layout_id, "hits": hits}
+    hits = await view.search(conn, updater(request), cut, details["id"], window, q)
+    return {"q": q, "layout": details["id"], "hits": hits}
 
 
 @router.get(
@@ -176,7 +186,7 @@ async def coverage_export(
     level: Level = "grid",
     area: Area = None,
 ) -> Response:
-    body, _ = await _view(
+    body, _, _ = await _view(
         request,
         conn,
         principal.scope,

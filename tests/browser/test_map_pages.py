@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.protocols.gpx import parse_gpx
+from gis.palette import COVERAGE_CLASSES
 from gis.stops import detect_stops
 from gis.units import china_day_bounds
 from tests.browser.conftest import TOWNSHIP_OF, Chromium
@@ -82,11 +83,13 @@ def test_colour_grid_map_shows_coverage_and_blind_spots(
     legend = page.locator("#gp-legend").inner_text()
     for label in ("网格覆盖率", "Grid coverage", "未巡逻", "not patrolled", "盲区", "Blind spot"):
         assert label in legend
-    colours = page.evaluate(
-        f"Array.from(new Set(Array.from(document.querySelectorAll('{VECTOR_PATHS}'))"
-        ".map(p => p.getAttribute('fill'))))"
+    # the patrolled grids in a colour of their class (gis.palette), once their tiles are drawn
+    patrolled = json.dumps([k.colour for k in COVERAGE_CLASSES[1:]])
+    page.wait_for_function(
+        f"Array.from(document.querySelectorAll('{VECTOR_PATHS}'))"
+        f".some(p => {patrolled}.includes(p.getAttribute('fill')))",
+        timeout=WAIT_MS,
     )
-    assert set(colours) & {"#67000d", "#d7301f", "#fc8d59", "#fee08b", "#91cf60", "#1a9850"}
     grid = page.locator(f"{VECTOR_PATHS}.leaflet-interactive").nth(
         page.locator(f"{VECTOR_PATHS}.leaflet-interactive").count() // 2
     )

@@ -253,7 +253,7 @@
     var b = hit.bbox;
     var bounds = L.latLngBounds(GP.latLng(b[0], b[1]), GP.latLng(b[2], b[3]));
     /* the boxes (summary left, controls top right) stay clear of the hit and its popup */
-    map.fitBounds(bounds, {maxZoom: 15, paddingTopLeft: [560, 420], paddingBottomRight: [60, 20]});
+    map.fitBounds(bounds, {maxZoom: 15, paddingTopLeft: [560, 380], paddingBottomRight: [300, 20]});
     var centre = bounds.getCenter();
     GP.state.found = hit.code;
     var f = hit.figures;
@@ -264,7 +264,7 @@
         coverage_pct: f ? f.coverage_pct : '–', visits: f ? f.visits : '–',
         blind_cells: f ? f.blind_cells : 0, cells: f ? f.cells : '–',
         patrol_km: f ? f.patrol_km : '–', dwell_h: f ? f.dwell_h : '–',
-        last_patrol: f ? f.last_patrol : null
+        last_patrol: f && f.last_patrol ? String(f.last_patrol).replace(/\.\d+/, '') : null
       }, centre);
     }
     L.popup({maxWidth: 420}).setLatLng(centre)
