@@ -1,4 +1,5 @@
-"""The planner's page (网格规划调整): a draft layout's grids labelled with their codes, drawn
+"""The planner's page (网格规划调整): a draft layout's grids as vector tiles (``layout_grids``;
+from a county's zoom in, village outlines further out) with their codes from zoom 13, drawn
 edits — a line across a grid splits it, a new outline reshapes it, two selected grids merge —
 sent to the redraw API with the draft's version, the selected grid's worker (一格一员) assigned
 or replaced from the staff of its village, validation problems in red with their reasons, the
@@ -19,10 +20,19 @@ from typing import Any
 import folium
 from folium.plugins import Draw
 
-from gis.maps import add_html, render
-from gis.maps_common import MapPage, PageAssets, PageScript, legend, page_config
+from gis.maps import VENDOR, add_html, render
+from gis.maps_common import (
+    GRID_MIN_ZOOM,
+    MapPage,
+    PageAssets,
+    PageScript,
+    legend,
+    page_config,
+)
 
 SCRIPT = "/static/maps/planner.js"
+VECTOR_GRID = f"{VENDOR}/Leaflet.VectorGrid.bundled.min.js"  # the draft's grids are tiles
+LABEL_ZOOM = 13  # grid codes are written from this zoom in (a league's would be a pile)
 
 DIFF_COLOURS = {"added": "#1a9850", "removed": "#762a83", "changed": "#f46d43"}
 VIOLATION_COLOUR = "#d7191c"
@@ -39,10 +49,11 @@ STYLE = """<style>
 #gp-planner h3 { margin: 0 0 4px; font-size: 15px; }
 #gp-planner button { margin: 2px 2px 2px 0; }
 #gp-planner ul { margin: 4px 0; padding-left: 18px; }
-.gp-code-label { background: rgba(255,255,255,0.8); border: none; box-shadow: none;
-  font-size: 10px; padding: 0 2px; color: #222; }
+#gp-worker-select { max-width: 100%; }
+.gp-code-label { background: none; border: none; }
+.gp-code-text { display: inline-block; transform: translate(-50%, -50%); white-space: nowrap;
+  background: rgba(255,255,255,0.8); font-size: 10px; padding: 0 2px; color: #222; }
 .gp-violation-list li { color: #b10026; }
-.gp-short-codes .gp-code-village { display: none; }
 </style>"""
 
 
@@ -96,6 +107,8 @@ def _editor(layout: dict[str, Any], path: str) -> str:
         f'<div>状态 status <b id="gp-status">{escape(str(layout["status"]))}</b> · '
         f'版本 version <b id="gp-version">{layout["version"]}</b> · '
         f'网格 grids <b id="gp-grid-count">{layout["grids"]}</b></div>'
+        '<div id="gp-zoom-hint" class="gp-note" hidden>放大以查看和编辑网格 zoom in to see '
+        "and edit the grids (村界 village outlines until then)</div>"
         '<div>已选 selected: <span id="gp-selected">–</span></div>'
         f'<div><button id="gp-split"{disabled}>切分 Split (画线 draw a line)</button>'
         f'<button id="gp-reshape"{disabled}>重塑 Reshape (画面 draw a shape)</button>'
@@ -149,11 +162,13 @@ def planner_map(page: PlannerPage) -> str:
             "status": None if layout is None else layout["status"],
             "clonedFrom": None if layout is None else layout.get("cloned_from"),
             "path": page.path,
+            "gridMinZoom": GRID_MIN_ZOOM,  # grids from a county's view in; villages outside
+            "labelZoom": LABEL_ZOOM,
             "diffColours": DIFF_COLOURS,
             "violationColour": VIOLATION_COLOUR,
         },
     )
-    PageAssets(SCRIPT).add_to(fmap)
+    PageAssets(VECTOR_GRID, SCRIPT).add_to(fmap)
     PageScript("GP.planner.start();").add_to(fmap)
     add_html(fmap, folium.Element(_chooser(page) if layout is None else _editor(layout, page.path)))
     if layout is not None:

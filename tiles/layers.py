@@ -113,6 +113,20 @@ def _grids(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     )
 
 
+# A layout's grids as a planner edits them (drafts included): code, village and worker only —
+# no coverage to aggregate, so a league draft's tiles are cheap and always current.
+def _layout_grids(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
+    return sql.SQL(
+        """
+        SELECT g.code, g.village_code, s.name AS worker, s.phone AS worker_phone, {geom}
+          FROM grid g CROSS JOIN b
+          LEFT JOIN staff s ON s.id = g.worker_id
+         WHERE g.layout_id = %(layout)s::int AND g.geom && b.e4326 AND {scope}
+         ORDER BY g.code LIMIT %(limit)s
+        """
+    ).format(geom=mvt_geom(disp("g.geom")), scope=scope.where("g.code", "g.code"))
+
+
 def _alert_points(scope: ScopeSql, disp: GeomFn) -> sql.Composed:
     return sql.SQL(
         """
@@ -230,6 +244,23 @@ LAYERS: dict[str, Layer] = {
             public=True,
             max_age_s=60,
             params=("layout", "from", "to"),
+        ),
+        Layer(
+            name="layout_grids",
+            title="网格规划 Grids of a layout (drafts too)",
+            description="The grids of a named layout, draft, active or retired, with their "
+            "worker: what the planner page draws and selects from.",
+            geometry="polygon",
+            fields={
+                "code": "grid code (15 digits)",
+                "village_code": "village NBS code",
+                "worker": "grid worker's name (网格员)",
+                "worker_phone": "grid worker's phone",
+            },
+            select=_layout_grids,
+            minzoom=7,
+            max_age_s=0,  # a draft changes with every edit: revalidated by ETag each time
+            params=("layout",),
         ),
         Layer(
             name="alert_points",

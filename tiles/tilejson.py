@@ -20,6 +20,8 @@ _EXTENT: dict[str, str] = {
     "admin_areas": "SELECT ST_Extent(a.geom) FROM admin_area a WHERE {scope} "
     "AND (%(level)s::text IS NULL OR a.level = %(level)s::text)",
     "grids": "SELECT ST_Extent(g.geom) FROM grid g WHERE g.layout_id = %(layout)s AND {scope}",
+    "layout_grids": "SELECT ST_Extent(g.geom) FROM grid g "
+    "WHERE g.layout_id = %(layout)s AND {scope}",
     "alert_points": "SELECT ST_Extent(a.geom) FROM alert_point a WHERE {scope} "
     "AND (%(kind)s::text IS NULL OR a.kind = %(kind)s::text)",
     "vehicles": "SELECT ST_Extent(s.geom) FROM device_state s JOIN device d "
@@ -32,7 +34,7 @@ _EXTENT: dict[str, str] = {
 def _scope_sql(layer: str, scope: ScopeSql) -> sql.Composable:
     if layer == "admin_areas":
         return scope.where("a.code", with_grid_villages=True)
-    if layer == "grids":
+    if layer in ("grids", "layout_grids"):
         return scope.where("g.code", "g.code")
     if layer == "alert_points":
         return scope.where(sql.SQL("coalesce(a.village_code, '')"), with_grid_villages=True)

@@ -158,6 +158,15 @@ async def layer_params(
             raise Unprocessable("the tracks layer needs ?device=", field="device")
         t0, t1 = china_day_bounds(query.day or china_today())
         return {"device": query.device, "t0": t0, "t1": t1, "gap_s": settings.coverage.max_gap_s}
+    if layer.name == "layout_grids":
+        if query.layout is None:
+            raise Unprocessable("the layout_grids layer needs ?layout=", field="layout")
+        known = await (
+            await conn.execute("SELECT 1 FROM grid_layout WHERE id = %s", (query.layout,))
+        ).fetchone()
+        if known is None:
+            raise NotFound(f"no layout {query.layout}")
+        return {"layout": query.layout}
     return await grid_params(conn, state, updater, settings, query)
 
 
@@ -247,7 +256,7 @@ async def layer_tilejson(
     spec = _layer(layer, principal)
     updater: CoverageUpdater = request.app.state.coverage
     params = await layer_params(conn, _state(request), updater, settings, spec, query)
-    if spec.name == "grids":
+    if spec.name in ("grids", "layout_grids"):
         await get_layout(conn, principal.scope, params["layout"])  # 404 outside the scope
     if spec.name == "tracks":
         await device_in_scope(conn, principal.scope, params["device"])

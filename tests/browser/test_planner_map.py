@@ -55,6 +55,19 @@ def api(live_server: str, scene: dict[str, Any]) -> Iterator[httpx.Client]:
         yield http_client
 
 
+# grids drawn from the tiles (a grid across a tile edge is drawn once in each tile)
+DRAWN = """new Set(Array.from(document.querySelectorAll('path.gp-grid'))
+  .map(p => p.getAttribute('class').match(/gp-grid-(\\d+)/)[1])).size"""
+
+
+def _bounds(grids: list[dict[str, Any]]) -> list[list[float]]:
+    """Leaflet bounds [[south, west], [north, east]] of the grids."""
+    boxes = [shape(g["geometry"]).bounds for g in grids]
+    west, south = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    east, north = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    return [[south, west], [north, east]]
+
+
 def _loaded_again(page: Any) -> None:
     page.wait_for_function(f"{LOADED} && !GP.planner.state.busy", timeout=WAIT_MS)
 
@@ -77,7 +90,7 @@ def test_without_a_layout_the_page_offers_to_clone_the_active_one(
         scene["active"],
         "从页面复制 cloned on the page",
     )
-    assert page.locator("path.gp-grid").count() == body["grids"]
+    assert page.evaluate(DRAWN) == body["grids"]
     run.screenshot("planner-cloned")
     assert run.errors == []
     assert run.blocked, "the basemap was requested (and blocked)"
@@ -91,11 +104,21 @@ def test_split_validate_conflict_and_activate_from_the_page(
     run = chromium.open(f"/maps/planner?layout={draft}", scene["planner"])
     page = run.page
     page.wait_for_function(LOADED, timeout=WAIT_MS)
-    assert page.locator("path.gp-grid").count() == len(grids)
-    labels = page.evaluate(  # the whole code; the village part hides when zoomed out
+    assert page.evaluate(DRAWN) == len(grids)
+    # the draft comes as vector tiles; codes are written only when zoomed in
+    assert page.evaluate("GP.map().getZoom()") < 13
+    assert page.locator(".gp-code-label").count() == 0
+    first = shape(grids[0]["geometry"]).representative_point()
+    page.evaluate("([x, y]) => GP.map().setView(L.latLng(y, x), 14)", [first.x, first.y])
+    page.wait_for_function("GP.planner.state.labels > 0", timeout=WAIT_MS)
+    labels = page.evaluate(
         "Array.from(document.querySelectorAll('.gp-code-label')).map(e => e.textContent)"
     )
-    assert sorted(labels) == sorted(g["properties"]["code"] for g in grids)
+    assert grids[0]["properties"]["code"] in labels
+    assert set(labels) <= {g["properties"]["code"] for g in grids}
+    run.screenshot("planner-labels")
+    page.evaluate("b => GP.map().fitBounds(b)", _bounds(grids))
+    page.wait_for_function("GP.planner.state.labels === 0", timeout=WAIT_MS)
     assert page.locator("#gp-version").inner_text() == "1"
     assert page.locator("path.gp-violation").count() == 0  # a staffed clone is valid
     run.screenshot("planner-draft")
@@ -105,7 +128,7 @@ def test_split_validate_conflict_and_activate_from_the_page(
     geom = shape(grids[0]["geometry"])
     c = geom.centroid
     south, north = geom.bounds[1] - 0.01, geom.bounds[3] + 0.01
-    page.locator(f"path.gp-grid-{target}").dispatch_event("click")
+    page.locator(f"path.gp-grid-{target}").first.dispatch_event("click")
     assert page.locator("#gp-selected").inner_text() == target
     page.evaluate(
         "([a, b]) => GP.map().fire('draw:created', {layerType: 'polyline', "
@@ -117,7 +140,7 @@ def test_split_validate_conflict_and_activate_from_the_page(
     layout = api.get(f"/api/v1/layouts/{draft}").json()
     assert (layout["grids"], layout["version"]) == (len(grids) + 1, 2)
     assert page.locator("#gp-version").inner_text() == "2"
-    assert page.locator("path.gp-grid").count() == len(grids) + 1
+    assert page.evaluate(DRAWN) == len(grids) + 1
     # the new grid has no worker yet: a red violation on the map, its reason in the panel
     assert page.locator("path.gp-violation").count() >= 1
     assert "no_worker" in page.locator("#gp-violations").inner_text()
@@ -233,7 +256,7 @@ def test_the_whole_story_in_the_page(
         == (story["active"])
     )
     grids = api_get(live_server, planner, f"/api/v1/layouts/{draft}/grids")["features"]
-    assert page.locator("path.gp-grid").count() == len(grids)
+    assert page.evaluate(DRAWN) == len(grids)
     _message(page, "校验通过 valid")
 
     # split: select the grid with a click, draw a line across it
@@ -241,7 +264,7 @@ def test_the_whole_story_in_the_page(
     code = target["properties"]["code"]
     geom = shape(target["geometry"])
     c = geom.centroid
-    page.locator(f"path.gp-grid-{code}").dispatch_event("click")
+    page.locator(f"path.gp-grid-{code}").first.dispatch_event("click")
     page.evaluate(
         "([a, b]) => GP.map().fire('draw:created', {layerType: 'polyline', "
         "layer: L.polyline([L.latLng(a[1], a[0]), L.latLng(b[1], b[0])])})",
@@ -260,7 +283,7 @@ def test_the_whole_story_in_the_page(
     run.screenshot("planner-story-split")
 
     # give the new grid its worker from the staff of its village
-    page.locator(f"path.gp-grid-{new}").dispatch_event("click")
+    page.locator(f"path.gp-grid-{new}").first.dispatch_event("click")
     assert page.locator("#gp-selected").inner_text() == new
     assert page.locator("#gp-worker-current").inner_text() == "无 none"
     page.wait_for_function(
@@ -272,6 +295,7 @@ def test_the_whole_story_in_the_page(
     _loaded_again(page)
     assert "校验通过 valid" in page.locator("#gp-message").inner_text()
     assert page.locator("path.gp-violation").count() == 0
+    assert page.locator("#gp-worker-current").inner_text().startswith("新网格员")
     grid = api_get(live_server, planner, f"/api/v1/grids/{new}?layout={draft}")
     assert grid["worker_id"] == story["staff"]
     run.screenshot("planner-story-worker")

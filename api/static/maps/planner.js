@@ -1,4 +1,5 @@
-/* GridPatrol planner page (网格规划调整): a draft layout's grids with their codes, selection,
+/* GridPatrol planner page (网格规划调整): a draft layout's grids (vector tiles, codes when zoomed
+ * in), selection,
  * drawn edits (split along a line, reshape to an outline, merge two selected grids) sent to the
  * redraw API with the draft's version, validation problems, the diff against the layout the
  * draft was cloned from, and activation. A stale version (409) is shown and the draft reloaded.
@@ -43,12 +44,25 @@
   var GRID_STYLE = {color: '#3b3b3b', weight: 1.2, fillColor: '#ffffff', fillOpacity: 0.15};
   var SELECTED_STYLE = {color: '#2166ac', weight: 4, fillColor: '#2166ac', fillOpacity: 0.25};
 
+  var VALIDATE_ON_OPEN = 2000;  // larger drafts are validated on request and by activation
+
+  function gridStyle(code) {
+    var on = P.state.selected.indexOf(code) >= 0;
+    var style = on ? SELECTED_STYLE : GRID_STYLE;
+    return {color: style.color, weight: style.weight, fill: true, fillColor: style.fillColor,
+            fillOpacity: style.fillOpacity, className: 'gp-grid gp-grid-' + code};
+  }
+
   function setSelected(codes) {
+    var before = P.state.selected;
     P.state.selected = codes.slice(-2);
     if (P.gridLayer) {
-      P.gridLayer.eachLayer(function (layer) {
-        var on = P.state.selected.indexOf(layer.feature.properties.code) >= 0;
-        layer.setStyle(on ? SELECTED_STYLE : GRID_STYLE);
+      before.concat(P.state.selected).forEach(function (code) {
+        if (P.state.selected.indexOf(code) >= 0) {
+          P.gridLayer.setFeatureStyle(code, gridStyle(code));
+        } else {
+          P.gridLayer.resetFeatureStyle(code);
+        }
       });
     }
     var el = byId('gp-selected');
@@ -70,6 +84,11 @@
     if (!feature) { return; }
     byId('gp-worker-current').textContent = workerLabel(feature.properties);
     var village = code.slice(0, 12);
+    villageGrids(village).then(function () {
+      if (P.state.selected.length === 1 && P.state.selected[0] === code && P.state.features[code]) {
+        byId('gp-worker-current').textContent = workerLabel(P.state.features[code].properties);
+      }
+    }).catch(function () { return null; });
     var fill = function (people) {
       if (P.state.selected.length !== 1 || P.state.selected[0] !== code) { return; }
       // who already holds a grid of this draft (by phone: the grid list names workers)
@@ -100,7 +119,9 @@
     return GP.api(base() + '/grids/' + encodeURIComponent(code) + '/worker',
                   {method: 'PUT', body: {staff_id: staffId}})
       .then(function (grid) {
-        return reloadGrids().then(function () { return P.validate([code.slice(0, 12)]); })
+        return reloadGrids()
+          .then(function () { return villageGrids(code.slice(0, 12)); })
+          .then(function () { showWorker(); return P.validate([code.slice(0, 12)]); })
           .then(function (report) {
             var who = grid.worker_name || grid.worker || ('#' + staffId);
             var text = '已指派 assigned ' + code + ' → ' + who;
@@ -121,27 +142,98 @@
     setSelected(codes);
   };
 
-  function drawGrids(fc) {
-    P.gridLayer.clearLayers();
-    L.geoJSON(GP.displayGeoJSON(fc), {
-      style: function () { return GRID_STYLE; },
-      onEachFeature: function (feature, layer) {
-        var p = feature.properties;
-        layer.options.className = 'gp-grid gp-grid-' + p.code;
-        // the whole code when zoomed in, the 3-digit sequence (bold) when the map is crowded
-        layer.bindTooltip('<span class="gp-code-village">' + esc(p.code.slice(0, 12)) +
-                          '</span><b>' + esc(p.code.slice(12)) + '</b>',
-                          {permanent: true, direction: 'center', className: 'gp-code-label'});
-        layer.on('click', function () { P.select(p.code); });
-      }
-    }).eachLayer(function (layer) { P.gridLayer.addLayer(layer); });
-    P.state.features = {};
-    fc.features.forEach(function (f) { P.state.features[f.properties.code] = f; });
-    P.state.grids = fc.features.length;
-    byId('gp-grid-count').textContent = String(fc.features.length);
-    setSelected(P.state.selected.filter(function (c) {
-      return fc.features.some(function (f) { return f.properties.code === c; });
-    }));
+  /* The draft's grids are vector tiles (``/tiles/layout_grids``): a league draft is 8,704 grids,
+   * far too many for one GeoJSON. A click on a tile's grid selects it; its properties (code,
+   * village, worker) come with the tile. */
+  function tileUrl() {
+    return '/tiles/layout_grids/{z}/{x}/{y}.pbf?layout=' + encodeURIComponent(cfg().layout) +
+      (GP.gcj() ? '&crs=gcj02' : '');
+  }
+
+  function makeGridLayer() {
+    var layer = L.vectorGrid.protobuf(tileUrl(), {
+      rendererFactory: L.svg.tile,
+      interactive: true,
+      minZoom: cfg().gridMinZoom,
+      maxNativeZoom: 18,
+      fetchOptions: {credentials: 'same-origin'},
+      getFeatureId: function (f) { return f.properties.code; },
+      vectorTileLayerStyles: {layout_grids: function (p) { return gridStyle(p.code); }}
+    });
+    layer.on('click', function (e) {
+      var p = e.layer && e.layer.properties;
+      if (!p || !p.code) { return; }
+      P.state.features[p.code] = {properties: p};
+      P.select(p.code);
+    });
+    return layer;
+  }
+
+  /* Village outlines, so a league or county view shows where to zoom in. */
+  function makeVillageLayer() {
+    return L.vectorGrid.protobuf('/tiles/admin_areas/{z}/{x}/{y}.pbf?level=village' +
+                                 (GP.gcj() ? '&crs=gcj02' : ''), {
+      rendererFactory: L.svg.tile,
+      interactive: false,
+      maxNativeZoom: 18,
+      fetchOptions: {credentials: 'same-origin'},
+      vectorTileLayerStyles: {admin_areas: {color: '#777777', weight: 0.8, fill: false,
+                                            className: 'gp-village'}}
+    });
+  }
+
+  function gridsShown() { return GP.map().getZoom() >= cfg().gridMinZoom; }
+
+  /* Redraw the tiles (after an edit); resolves when the tiles in view have loaded (at once
+   * when zoomed out beyond the grids). */
+  function reloadGrids() {
+    if (!gridsShown()) {
+      P.gridLayer.redraw();
+      return drawLabels();
+    }
+    return new Promise(function (resolve) {
+      P.gridLayer.once('load', function () { resolve(); });
+      P.gridLayer.redraw();
+    }).then(function () { return drawLabels(); });
+  }
+
+  /* The grids of one village as GeoJSON (a few): their workers, for the worker panel. */
+  function villageGrids(village) {
+    return GP.api(base() + '/grids?village=' + encodeURIComponent(village)).then(function (fc) {
+      fc.features.forEach(function (f) { P.state.features[f.properties.code] = f; });
+      return fc;
+    });
+  }
+
+  /* Codes are written on the grids in view, from cfg().labelZoom in only. */
+  function drawLabels() {
+    var map = GP.map();
+    var seq = P.labelSeq = (P.labelSeq || 0) + 1;
+    if (map.getZoom() < cfg().labelZoom) {
+      P.labelLayer.clearLayers();
+      P.state.labels = 0;
+      return Promise.resolve();
+    }
+    return GP.api(base() + '/grids?bbox=' + GP.dataBbox(map)).then(function (fc) {
+      if (seq !== P.labelSeq) { return; }
+      P.labelLayer.clearLayers();
+      fc.features.forEach(function (f) {
+        var p = f.properties;
+        P.state.features[p.code] = f;
+        var centre = L.geoJSON(GP.displayGeoJSON(f)).getBounds().getCenter();
+        L.marker(centre, {
+          interactive: false,
+          keyboard: false,
+          icon: L.divIcon({
+            className: 'gp-code-label',
+            iconSize: null,
+            html: '<span class="gp-code-text"><span class="gp-code-village">' +
+                  esc(p.code.slice(0, 12)) + '</span><b>' + esc(p.code.slice(12)) + '</b></span>'
+          })
+        }).addTo(P.labelLayer);
+      });
+      P.state.labels = fc.features.length;
+    }).catch(function (err) { message('标注加载失败 labels failed: ' + err.message, 'error'); });
   }
 
   function drawViolations(fc) {
@@ -187,10 +279,6 @@
   }
 
   /* ---- loading and validation ---------------------------------------------------------- */
-  function reloadGrids() {
-    return GP.api(base() + '/grids').then(drawGrids);
-  }
-
   /* The validation's outcome for the status line: valid, or how many problems remain. */
   function outcome(report) {
     if (!report) { return ' · 未校验 not validated'; }
@@ -206,12 +294,23 @@
       P.state.status = layout.status;
       byId('gp-version').textContent = String(layout.version);
       byId('gp-status').textContent = layout.status;
+      P.state.grids = layout.grids;
+      byId('gp-grid-count').textContent = String(layout.grids);
       showRollback();
-      var jobs = [reloadGrids().catch(function (err) { failures.push(err); }),
-                  P.validate().catch(function (err) { failures.push(err); })];
+      var jobs = [reloadGrids().catch(function (err) { failures.push(err); })];
+      if (layout.grids <= VALIDATE_ON_OPEN) {
+        jobs.push(P.validate().catch(function (err) { failures.push(err); }));
+      } else {
+        message('草稿较大 a large draft (' + layout.grids + ' 网格 grids): 每次编辑校验所涉村 ' +
+                'each edit validates its village; 点击校验 press Validate for the whole draft ' +
+                '(启用前也会校验 activation validates it too)', 'note');
+      }
       if (layout.cloned_from) {
-        jobs.push(GP.api(base() + '/diff').then(drawDiff)
-          .catch(function (err) { failures.push(err); }));
+        // drawn when it comes: the page is usable before (the league's diff takes seconds)
+        P.state.diffLoaded = false;
+        GP.api(base() + '/diff').then(drawDiff).catch(function (err) {
+          message('对比加载失败 diff failed: ' + err.message, 'error');
+        }).then(function () { P.state.diffLoaded = true; });
       }
       return Promise.all(jobs);
     }).then(function () {
@@ -274,6 +373,8 @@
         setSelected([]);
         P.state.version = result.version;
         byId('gp-version').textContent = String(result.version);
+        P.state.grids += (result.added || []).length - (result.removed || []).length;
+        byId('gp-grid-count').textContent = String(P.state.grids);
         var diff = cfg().clonedFrom ? GP.api(base() + '/diff').then(drawDiff) : null;
         return Promise.all([reloadGrids(), P.validate([result.village]), diff])
           .then(function (done) {
@@ -420,13 +521,14 @@
     var map = GP.map();
     // one group per layer for the page's life, so the layer switcher keeps pointing at them
     P.diffLayer = L.featureGroup().addTo(map);
-    P.gridLayer = L.featureGroup().addTo(map);
+    P.villageLayer = makeVillageLayer().addTo(map);
+    P.gridLayer = makeGridLayer().addTo(map);
+    P.labelLayer = L.layerGroup().addTo(map);
     P.violationLayer = L.featureGroup().addTo(map);
-    var shortLabels = function () {
-      map.getContainer().classList.toggle('gp-short-codes', map.getZoom() < 12);
-    };
-    map.on('zoomend', shortLabels);
-    shortLabels();
+    var hint = function () { byId('gp-zoom-hint').hidden = gridsShown(); };
+    map.on('zoomend', hint);
+    hint();
+    map.on('moveend', function () { drawLabels(); });
     map.on('draw:created', onCreated);
     byId('gp-validate').addEventListener('click', function () {
       message('校验中 validating…');
@@ -462,7 +564,9 @@
         new L.Draw.Polygon(map, {allowIntersection: false, showArea: false}).enable();
       }
     });
-    var overlays = {'网格 Grids': P.gridLayer, '问题 Violations': P.violationLayer};
+    var overlays = {'村界 Villages': P.villageLayer, '网格 Grids': P.gridLayer,
+                    '编码 Codes': P.labelLayer,
+                    '问题 Violations': P.violationLayer};
     if (cfg().clonedFrom) { overlays['差异 Diff'] = P.diffLayer; }
     L.control.layers(null, overlays, {position: 'topright', collapsed: false}).addTo(map);
     P.load().catch(function () { return null; });
