@@ -107,6 +107,11 @@ def _summary(page: CoveragePage) -> str:
         if page.note
         else ""
     )
+    if not page.units:  # e.g. a layout of another area, or an area the layout leaves out
+        note += (
+            '<div id="gp-empty-note" class="gp-warning">'
+            "本视图无此方案的网格 · this layout has no grids in this view</div>"
+        )
     exports = " · ".join(
         f'<a id="gp-export-{fmt}" href="/maps/coverage/export?'
         f'{escape(urlencode([*_view_query(page), ("format", fmt)]))}" download>{label}</a>'

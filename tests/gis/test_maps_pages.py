@@ -312,4 +312,21 @@ def test_colour_grid_map_at_a_coarser_level_colours_admin_areas_and_exports_the_
         )
     assert '<option value="9">试点 #9 · 草稿 draft</option>' in html
     assert 'id="gp-window-note"' in html
+    assert "gp-empty-note" not in html
     assert "gp_x" not in html
+    empty = coverage_map(
+        CoveragePage(
+            bounds=BOUNDS,
+            basemap="osm",
+            tianditu_key=None,
+            path="/maps/coverage",
+            query=[],
+            layout={"id": 9, "name": "试点"},
+            first=date(2026, 11, 17),
+            last=date(2026, 11, 23),
+            blind_days=7,
+            units=[],
+        )
+    )
+    assert "this layout has no grids in this view" in empty
+    assert "gp-window-note" not in empty
