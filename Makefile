@@ -36,7 +36,7 @@ typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy gis api tiles
 
 pytest: $(STAMP) ## the test suite against a throwaway PostGIS
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 test: system-test install lint typecheck pytest ## ruff, mypy and pytest
 

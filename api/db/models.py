@@ -73,6 +73,8 @@ SQL_OWNED_TABLES = frozenset(
         "road_dataset",
         "road_node",
         "road_edge",
+        "report_job",
+        "report_request",
     }
 )
 
