@@ -21,9 +21,6 @@ reports beside it. A league-wide dispatcher opens ``/maps/dispatch`` in Debian's
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +34,7 @@ from api.auth import SYSTEM
 from api.demo import load_demo
 from api.users import create_user
 from bench.common import percentiles_ms, settle, throwaway_database, write_result
-from bench.load import LOGS, server_process, wait_for_port
+from bench.load import demo_fleet, server_process
 
 CHROMIUM = "/usr/bin/chromium"
 LIVE_SHARE = 0.9  # first paint: this share of the live fleet drawn
@@ -66,30 +63,6 @@ def _prepare(url: str) -> str:
         return str(user.token)
 
     return asyncio.run(go())
-
-
-def _live(url: str, since: float) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM device_state WHERE received_at > to_timestamp(%s) "
-            "AND protocol <> 'batch'",
-            (since,),
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _wait_for_fleet(url: str, vehicles: int, since: float, fleet: subprocess.Popen[bytes]) -> int:
-    """Until every vehicle has reported live (≤ 5 min); returns how many did."""
-    deadline = time.monotonic() + 300
-    live = 0
-    while time.monotonic() < deadline:
-        if fleet.poll() is not None:
-            raise RuntimeError(f"the demo fleet exited; see {LOGS / 'console-fleet.log'}")
-        live = _live(url, since)
-        if live >= vehicles:
-            break
-        time.sleep(2)
-    return live
 
 
 def _heap_mb(cdp: CDPSession) -> float:
@@ -228,44 +201,14 @@ def run(quick: bool = False) -> dict[str, Any]:
             "GRIDPATROL_API_STATE_DIR": str(Path(tmp) / "state"),
             "GRIDPATROL_OSMAND_ADDRESS_RATE_PER_S": "0",  # the whole fleet on one address
         }
-        with server_process(url, "console", **env) as ports:
-            wait_for_port(ports["jt808"])
-            fleet_env = {
-                **os.environ,
-                "DATABASE_URL": url,
-                "GRIDPATROL_OSMAND_HOST": "127.0.0.1",
-                "GRIDPATROL_OSMAND_PORT": str(ports["osmand"]),
-                "GRIDPATROL_JT808_HOST": "127.0.0.1",
-                "GRIDPATROL_JT808_PORT": str(ports["jt808"]),
-                "GRIDPATROL_DEMO_VEHICLES": str(vehicles),
-                "GRIDPATROL_DEMO_HISTORY_DAYS": "0",
-                "GRIDPATROL_DEMO_INCIDENTS_PER_HOUR": "0",
-                "GRIDPATROL_DEMO_GAPS_PER_H": "0",
-                "GRIDPATROL_DEMO_SHIFT_HOURS": "1",
-                "GRIDPATROL_DEMO_INTERVAL_S": "10",
-            }
-            since = time.time()
-            with (LOGS / "console-fleet.log").open("w") as log:
-                fleet = subprocess.Popen(
-                    [sys.executable, "-m", "api.demofleet"],
-                    env=fleet_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-                try:
-                    live = _wait_for_fleet(url, vehicles, since, fleet)
-                    print(f"{live} of {vehicles} vehicles live", flush=True)
-                    settle(url)
-                    base = f"http://127.0.0.1:{ports['api']}"
-                    seen = _browse(base, url, token, live, stream_s, poll_s)
-                finally:
-                    fleet.terminate()
-                    try:
-                        fleet.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        fleet.kill()
-                        fleet.wait()
+        with (
+            server_process(url, "console", **env) as ports,
+            demo_fleet(url, ports, vehicles, "console") as live,
+        ):
+            print(f"{live} of {vehicles} vehicles live", flush=True)
+            settle(url)
+            base = f"http://127.0.0.1:{ports['api']}"
+            seen = _browse(base, url, token, live, stream_s, poll_s)
     stream, poll = seen["stream"], seen["poll"]
     heap = stream["heap"]
     figures = {

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
+
 from api.db.cluster import free_port
 
 LOGS = Path(__file__).parent / "results" / "logs"
@@ -71,6 +73,67 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def live_vehicles(url: str, since: float) -> int:
+    """Devices that reported through a live protocol (not batch) since ``since`` (epoch s)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM device_state WHERE received_at > to_timestamp(%s) "
+            "AND protocol <> 'batch'",
+            (since,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextmanager
+def demo_fleet(url: str, ports: dict[str, int], vehicles: int, name: str) -> Iterator[int]:
+    """The living demo fleet (``python -m api.demofleet``: half OsmAnd, half JT/T 808, a fix
+    every 10 s, no history, no calls) reporting to a benchmark's server; waits until every
+    vehicle has reported live (at most 5 min) and yields how many did. Stopped on exit."""
+    wait_for_port(ports["jt808"])
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "GRIDPATROL_OSMAND_HOST": "127.0.0.1",
+        "GRIDPATROL_OSMAND_PORT": str(ports["osmand"]),
+        "GRIDPATROL_JT808_HOST": "127.0.0.1",
+        "GRIDPATROL_JT808_PORT": str(ports["jt808"]),
+        "GRIDPATROL_DEMO_VEHICLES": str(vehicles),
+        "GRIDPATROL_DEMO_HISTORY_DAYS": "0",
+        "GRIDPATROL_DEMO_INCIDENTS_PER_HOUR": "0",
+        "GRIDPATROL_DEMO_GAPS_PER_H": "0",
+        "GRIDPATROL_DEMO_SHIFT_HOURS": "1",
+        "GRIDPATROL_DEMO_INTERVAL_S": "10",
+    }
+    since = time.time()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with (LOGS / f"{name}-fleet.log").open("w") as log:
+        fleet = subprocess.Popen(
+            [sys.executable, "-m", "api.demofleet"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            live = 0
+            while time.monotonic() < deadline:
+                if fleet.poll() is not None:
+                    raise RuntimeError(f"the demo fleet exited; see {LOGS / name}-fleet.log")
+                live = live_vehicles(url, since)
+                if live >= vehicles:
+                    break
+                time.sleep(2)
+            yield live
+        finally:
+            fleet.terminate()
+            try:
+                fleet.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                fleet.kill()
+                fleet.wait()
 
 
 async def _device_loop(
