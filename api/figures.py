@@ -8,7 +8,7 @@ the China-local day (UTC+8), like the coverage and report pages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -21,9 +21,8 @@ from api.dispatch.incidents import incident_scope
 from api.layouts import active_layout
 from api.scope import Scope
 from api.settings import MapSettings
-from gis.units import china_day_bounds, china_today
+from gis.units import CHINA_TZ, china_day_bounds, china_today
 
-CHINA = timezone(timedelta(hours=8), "CST")
 FRESHNESS = sql.SQL(
     "CASE WHEN s.fix_time > now() - make_interval(secs => %(fresh_s)s::float8) THEN 'live' "
     "WHEN s.fix_time > now() - make_interval(secs => %(offline_s)s::float8) THEN 'stale' "
@@ -259,4 +258,4 @@ async def scope_names(conn: AsyncConnection[Any], scope: Scope) -> list[str]:
 
 def as_local(moment: datetime | None) -> str:
     """A time as China-local ``YYYY-MM-DD HH:MM:SS`` (empty when unknown)."""
-    return "" if moment is None else moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if moment is None else moment.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")

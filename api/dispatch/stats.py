@@ -9,7 +9,7 @@ The coverage reports call ``response_times`` to put these beside patrol coverage
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from api.errors import Unprocessable
 from api.scope import Scope
+from gis.units import china_day_bounds
 
 LEVEL_DIGITS = {"grid": 15, "village": 12, "township": 9, "county": 6}
 
@@ -118,6 +119,6 @@ async def response_times(
         return await cur.fetchall()
 
 
-def _local_midnight(day: date) -> str:
-    """China-local midnight of ``day`` as an ISO timestamp with offset."""
-    return f"{day.isoformat()}T00:00:00+08:00"
+def _local_midnight(day: date) -> datetime:
+    """China-local midnight of ``day`` (an aware UTC time: ``gis.units``' one offset)."""
+    return china_day_bounds(day)[0]
