@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 from shapely.geometry import LineString, mapping, shape
 
-from api.layouts import layout_cells
+from api.layouts import layout_cells, own_borrowed_cells
 from tests.api.layout_helpers import staff_every_grid
-from tests.conftest import auth
+from tests.conftest import auth, run
 
 PURPOSE = "information"
 
@@ -235,6 +235,36 @@ def test_a_clone_shares_the_fine_cells_until_a_village_is_edited(
         f"/api/v1/layouts/{d}/clone", json={"name": "clone of a draft"}, headers=planner
     ).json()["id"]
     assert _cells(db, again) == after  # own cells copied, borrowed ones still borrowed
+
+
+def test_borrowers_copy_the_cells_before_a_lender_goes(
+    client: TestClient, tokens: dict[str, str], active: int, db_url: str
+) -> None:
+    """What the demo's reload does before it deletes its layouts: their borrowers own the cells."""
+    planner = auth(tokens["planner"])
+    d = client.post(
+        f"/api/v1/layouts/{active}/clone", json={"name": "borrower"}, headers=planner
+    ).json()["id"]
+
+    async def own() -> set[tuple[str, int]]:
+        async with (
+            await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn,
+            conn.transaction(),
+        ):
+            await own_borrowed_cells(conn, [active])
+        with psycopg.connect(db_url) as db:
+            return _cells(db, d)
+
+    with psycopg.connect(db_url) as db:
+        shared = _cells(db, d)
+    assert run(own()) == shared
+    with psycopg.connect(db_url) as db:
+        rows = db.execute(
+            "SELECT count(*) FILTER (WHERE cells_from IS NOT NULL), "
+            "(SELECT count(*) FROM grid_cell WHERE layout_id = %s) FROM grid WHERE layout_id = %s",
+            (d, d),
+        ).fetchone()
+    assert rows == (0, len(shared))
 
 
 def test_a_draft_is_abandoned_whole_and_only_a_draft(
