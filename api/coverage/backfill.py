@@ -35,7 +35,7 @@ from api.coverage.rows import CELL_VISIT_COLUMNS, encode_cell_visits
 from api.coverage.update import CoverageUpdater
 from api.db.copyio import write_rows
 from api.ingest.partitions import existing
-from api.ingest.store import REMARK
+from api.ingest.sinks import REMARK
 from api.progress import NullProgress, Progress
 from api.settings import CoverageSettings
 from gis.coverage import cell_visits

@@ -7,8 +7,9 @@ duplicate, never a second row): a small group (a group commit of single fixes) b
 from arrays with the whole transaction pipelined — two round trips, where each statement
 waiting for its answer took a dozen and doubled the commit time; a larger batch by binary
 COPY, straight into ``position`` or through a session staging table. Refused fixes go to
-``position_rejected`` with their reason; ``device_state``, the coverage marks, arrivals and
-``ingest_counter`` are updated in the same transaction. Nothing is half-written.
+``position_rejected`` with their reason; ``ingest_counter`` and what follows from the stored
+fixes — the *sinks* registered with the ``Ingestor`` (``api.ingest.sinks``: live state,
+coverage marks, arrivals) — are written in the same transaction. Nothing is half-written.
 
 Before any of that, every column is range-checked against its database type
 (``column_problems``): a value the database cannot hold makes that fix ``unparsable`` (naming
@@ -39,7 +40,6 @@ import pyarrow.csv as pacsv
 from numpy.typing import NDArray
 from psycopg import AsyncConnection, errors, sql
 
-from api.dispatch.arrival import arrive, open_assignments
 from api.ingest import partitions
 from api.ingest.copybin import COLUMNS as COPY_COLUMNS
 from api.ingest.copybin import OPTIONAL, encode_positions
@@ -63,28 +63,16 @@ from api.ingest.fixes import (
     column_problems,
 )
 from api.ingest.registry import CRS_CODES, DeviceRegistry, Resolved, key_hash
+from api.ingest.sinks import STANDARD_SINKS, Sink, StoredFixes
 from api.settings import IngestSettings
 from gis.crs import to_wgs84
-from gis.units import CHINA_OFFSET_US, DAY_US, METRES_PER_DEGREE
+from gis.units import METRES_PER_DEGREE
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_position (LIKE position INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS
 """
 MOVE = "INSERT INTO position SELECT * FROM staging_position ON CONFLICT DO NOTHING"
-LIVE_STATE = """
-INSERT INTO device_state AS s (device_id, fix_time, lat, lon, geom, speed, course, received_at,
-                               protocol)
-SELECT d, 'epoch'::timestamptz + t * interval '1 microsecond', la, lo,
-       ST_SetSRID(ST_MakePoint(lo, la), 4326), sp, co, now(), %(protocol)s
-  FROM unnest(%(device)s::int[], %(t)s::bigint[], %(lat)s::float8[], %(lon)s::float8[],
-              %(speed)s::real[], %(course)s::real[]) AS u(d, t, la, lo, sp, co)
-ON CONFLICT (device_id) DO UPDATE SET
-    fix_time = EXCLUDED.fix_time, lat = EXCLUDED.lat, lon = EXCLUDED.lon, geom = EXCLUDED.geom,
-    speed = EXCLUDED.speed, course = EXCLUDED.course, received_at = EXCLUDED.received_at,
-    protocol = EXCLUDED.protocol
- WHERE s.fix_time < EXCLUDED.fix_time
-"""
 # A group this small (the group commit of single-fix protocols) is written with one INSERT
 # from arrays and every statement of its transaction pipelined: BEGIN … COMMIT in two round
 # trips instead of a dozen. Larger batches are COPYed (binary), which is faster per row.
@@ -139,20 +127,6 @@ REJECT_ROWS = sql.SQL("INSERT INTO position_rejected ({}) SELECT * FROM unnest({
     sql.SQL(", ").join(map(sql.Identifier, REJECT_COLUMNS)),
     sql.SQL(", ").join(sql.SQL(f"%s::{kind}[]") for kind in REJECT_COLUMNS.values()),
 )
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """The fixes of a batch that passed the filters, in WGS-84, with their optional columns
-    (``OPTIONAL``, NaN = none) and extras (JSON text or None)."""
-
-    device_id: NDArray[np.int64]
-    time_us: NDArray[np.int64]
-    lat: NDArray[np.float64]
-    lon: NDArray[np.float64]
-    optional: dict[str, NDArray[np.float64]]
-    extras: NDArray[np.object_]
-    authenticated: NDArray[np.bool_]
 
 
 @asynccontextmanager
@@ -212,6 +186,8 @@ class Ingestor:
     _bbox_checked: float = 0.0
     _partitions: set[date] = field(default_factory=set)
     osmand_require_key: bool = False  # refuse OsmAnd fixes of legacy devices (no key issued)
+    # what follows from stored fixes, run in the storing transaction (api.ingest.sinks)
+    sinks: tuple[Sink, ...] = field(default_factory=lambda: STANDARD_SINKS)
 
     async def refresh_service_area(
         self, conn: AsyncConnection[Any], *, force: bool = False
@@ -323,7 +299,7 @@ class Ingestor:
         ]
         good = np.flatnonzero(outcome == STORED)
         refused = np.flatnonzero(outcome > DUPLICATE)
-        fixes = _Stored(
+        fixes = StoredFixes(
             device_id=resolved.device_id[good],
             time_us=batch.time_us[good],
             lat=lat[good],
@@ -405,7 +381,7 @@ class Ingestor:
         return authenticated
 
     async def _insert(
-        self, conn: AsyncConnection[Any], fixes: _Stored, protocol: str, pipelined: bool
+        self, conn: AsyncConnection[Any], fixes: StoredFixes, protocol: str, pipelined: bool
     ) -> int:
         """Write the good fixes and what follows from them (live state, coverage marks,
         arrivals); returns how many fixes were new (the rest were duplicates).
@@ -443,19 +419,10 @@ class Ingestor:
             direct = len(fixes.device_id) >= DIRECT_COPY_MIN
             copied = await self._copy_direct(conn, payload) if direct else None
             inserted = copied if copied is not None else await self._copy_staged(conn, payload)
-        await self._live_state(conn, fixes, protocol)
-        await mark_dirty(conn, fixes.device_id, fixes.time_us)
-        assignments = await open_assignments(conn, fixes.device_id)
-        # reading the assignments is the round trip that brings every result before it
-        await arrive(
-            conn,
-            assignments,
-            fixes.device_id,
-            fixes.time_us,
-            fixes.lat,
-            fixes.lon,
-            authenticated=fixes.authenticated,
-        )
+        for sink in self.sinks:  # what follows from the fixes, in this transaction
+            await sink(conn, fixes, protocol)
+        if pipelined and written.rowcount < 0:  # no sink read a result: fetch the INSERT's
+            await (await conn.execute("SELECT 1")).fetchone()
         return int(written.rowcount) if pipelined else inserted
 
     async def _copy_direct(self, conn: AsyncConnection[Any], payload: bytes) -> int | None:
@@ -477,28 +444,6 @@ class Ingestor:
                 await copy.write(payload)
             await cur.execute(MOVE)
             return int(cur.rowcount)
-
-    async def _live_state(self, conn: AsyncConnection[Any], fixes: _Stored, protocol: str) -> None:
-        """Each device's newest fix of the batch, computed here, upserted if newer."""
-        order = np.lexsort((fixes.time_us, fixes.device_id))
-        ids = fixes.device_id[order]
-        last = order[np.r_[ids[1:] != ids[:-1], True]]
-
-        def floats(values: NDArray[np.float64]) -> list[float | None]:
-            return [None if not np.isfinite(v) else float(v) for v in values]
-
-        await conn.execute(
-            LIVE_STATE,
-            {
-                "protocol": protocol,
-                "device": fixes.device_id[last].tolist(),
-                "t": fixes.time_us[last].tolist(),
-                "lat": fixes.lat[last].tolist(),
-                "lon": fixes.lon[last].tolist(),
-                "speed": floats(fixes.optional["speed"][last]),
-                "course": floats(fixes.optional["course"][last]),
-            },
-        )
 
     async def _quarantine(
         self,
@@ -591,44 +536,6 @@ class Ingestor:
         )
 
 
-# A fix this close to local midnight changes the segment into or out of the next/previous day
-# (the coverage engine bridges gaps up to GRIDPATROL_COVERAGE_MAX_GAP_S ≤ 1 h).
-MIDNIGHT_MARGIN_US = 3_600_000_000
-
-
-# A mark already there is locked until the marking transaction commits (so an update step
-# skips it, never reading before these fixes are visible); if an update step has claimed it,
-# ``remarked`` keeps it for another recompute (see api.coverage.update).
-REMARK = sql.SQL(
-    " ON CONFLICT (device_id, day) DO UPDATE SET remarked = true "
-    "WHERE coverage_dirty.claimed_at IS NOT NULL"
-)
-
-
-async def mark_dirty(
-    conn: AsyncConnection[Any], device_id: NDArray[np.int64], time_us: NDArray[np.int64]
-) -> None:
-    """Mark the (device, local day) pairs whose cell visits these new fixes change."""
-    if len(device_id) == 0:
-        return
-    local = time_us + CHINA_OFFSET_US  # coverage days are China local days (gis.units)
-    day = local // DAY_US
-    tod = local % DAY_US
-    devices = np.r_[
-        device_id, device_id[tod < MIDNIGHT_MARGIN_US], device_id[tod > DAY_US - MIDNIGHT_MARGIN_US]
-    ]
-    days = np.r_[day, day[tod < MIDNIGHT_MARGIN_US] - 1, day[tod > DAY_US - MIDNIGHT_MARGIN_US] + 1]
-    pairs = np.unique(np.stack([devices, days], axis=1), axis=0)
-    await conn.execute(
-        sql.SQL(
-            "INSERT INTO coverage_dirty (device_id, day) "
-            "SELECT d, date '1970-01-01' + n FROM unnest(%s::int[], %s::int[]) AS u(d, n)"
-        )
-        + REMARK,
-        (pairs[:, 0].tolist(), pairs[:, 1].tolist()),
-    )
-
-
 def _aggregated(
     batch: FixBatch,
     outcome: NDArray[np.int8],
@@ -654,4 +561,4 @@ def _raw(batch: FixBatch, i: int) -> str:
     return f"device={batch.device[i]} t_us={batch.time_us[i]} lat={batch.lat[i]} lon={batch.lon[i]}"
 
 
-__all__ = ["CODE", "FIELD_OF", "REMARK", "Ingestor", "StoreResult", "mark_dirty"]
+__all__ = ["CODE", "FIELD_OF", "Ingestor", "StoreResult"]

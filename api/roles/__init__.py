@@ -2,7 +2,8 @@
 
 - ``api`` — the FastAPI app: routes, pages, tiles, uploads (``api.app``);
 - ``ingest`` — the device listeners and the group-commit writer: parse, filter, store, ack;
-- ``worker`` — the periodic jobs: coverage, dispatch escalation, scheduled layouts, partitions;
+- ``worker`` — the periodic jobs: coverage, report jobs, dispatch escalation, scheduled layouts,
+  partitions;
 - ``all`` — a supervisor (``api.roles.supervisor``) running the three as child processes.
 
 ``api.roles.services`` starts each role's parts; ``create_app`` with every role (its default)

@@ -279,3 +279,45 @@ def test_both_write_paths_store_the_same_rows(
     assert rejected[1][3] == 8  # the row number of the unparsable record
     assert len(state) == 1
     assert marks
+
+
+@pytest.mark.usefixtures("demo")
+@pytest.mark.parametrize("path", ["pipelined", "copy"])
+def test_sinks_run_in_the_storing_transaction(
+    db_url: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The store calls the sinks registered with its Ingestor, in order, inside its own
+    transaction: a failing sink leaves nothing of the batch behind; no sinks, no side
+    effects (no live state, no coverage marks)."""
+    if path == "copy":
+        monkeypatch.setattr(store, "PIPELINE_MAX", 0)
+    calls: list[tuple[str, int, str]] = []
+
+    async def counting(conn: Any, fixes: Any, protocol: str) -> None:
+        row = await (await conn.execute("SELECT txid_current_if_assigned()")).fetchone()
+        calls.append(("counting", len(fixes.device_id), protocol))
+        assert row[0] is not None  # inside the transaction that wrote the fixes
+
+    async def failing(conn: Any, fixes: Any, protocol: str) -> None:
+        raise RuntimeError("sink failed")
+
+    device = run(_device(db_url))
+    batch = FixBatch.from_records(_track(device, 5, start=_now()))
+    with pytest.raises(RuntimeError, match="sink failed"):
+        run(_store(db_url, Ingestor(IngestSettings(), sinks=(counting, failing)), batch))
+    assert calls == [("counting", 5, "test")]
+    stored = db.execute(
+        "SELECT count(*) FROM position p JOIN device d ON d.id = p.device_id "
+        "WHERE d.identifier = %s",
+        (device,),
+    ).fetchone()
+    assert stored == (0,)  # rolled back with the sink
+    result = run(_store(db_url, Ingestor(IngestSettings(), sinks=()), batch))
+    assert result.stored == 5
+    side_effects = db.execute(
+        "SELECT (SELECT count(*) FROM device_state s WHERE s.device_id = d.id), "
+        "(SELECT count(*) FROM coverage_dirty c WHERE c.device_id = d.id) "
+        "FROM device d WHERE d.identifier = %s",
+        (device,),
+    ).fetchone()
+    assert side_effects == (0, 0)
