@@ -154,6 +154,7 @@
     var layer = L.vectorGrid.protobuf(tileUrl(), {
       rendererFactory: L.svg.tile,
       interactive: true,
+      pane: 'gpGrids',
       minZoom: cfg().gridMinZoom,
       maxNativeZoom: 18,
       fetchOptions: {credentials: 'same-origin'},
@@ -247,6 +248,7 @@
       style: {color: cfg().violationColour, weight: 3, dashArray: '6 3',
               fillColor: cfg().violationColour, fillOpacity: 0.4, className: 'gp-violation'},
       interactive: true,
+      pane: 'gpProblems',
       onEachFeature: function (feature, layer) {
         layer.bindTooltip(esc(feature.properties.kind) + ': ' + esc(feature.properties.reason));
       }
@@ -521,6 +523,9 @@
     var map = GP.map();
     // one group per layer for the page's life, so the layer switcher keeps pointing at them
     P.diffLayer = L.featureGroup().addTo(map);
+    // the grids (and the selected one's outline) above the diff, the problems above both
+    map.createPane('gpGrids').style.zIndex = 420;
+    map.createPane('gpProblems').style.zIndex = 430;
     P.villageLayer = makeVillageLayer().addTo(map);
     P.gridLayer = makeGridLayer().addTo(map);
     P.labelLayer = L.layerGroup().addTo(map);
