@@ -350,6 +350,7 @@ def test_colour_grid_map_story_level_layout_search_and_export(
         timeout=WAIT_MS,
     )
     assert page.evaluate("GP.map().getZoom()") >= 12
+    assert "(UTC+8)" in popup.inner_text()  # the patrolled grid's last patrol, China time
     run.screenshot("coverage-story-found")
     page.fill("#gp-find input[name=q]", "没有这个网格")
     page.click("#gp-find button")

@@ -199,12 +199,19 @@
       .setContent(GP.unitPopup(unit.code, GP.cfg().level, unit.figures)).openOn(GP.map());
   };
 
+  /* a stored time (ISO, UTC) as China-local 'YYYY-MM-DD HH:MM:SS' — the reports' convention */
+  GP.chinaTime = function (iso) {
+    var t = iso ? Date.parse(iso) : NaN;
+    if (isNaN(t)) return iso || '–';
+    return new Date(t + 8 * 3600 * 1000).toISOString().replace('T', ' ').substring(0, 19) + ' (UTC+8)';
+  };
+
   GP.gridPopup = function (p) {
     var rows = [
       ['网格 Grid', p.code + (p.name ? ' ' + p.name : '')], ['村 Village', (p.village_name || '') + ' ' + p.village_code],
       ['覆盖率 Coverage', p.coverage_pct + ' %'], ['巡逻次数 Visits', p.visits],
       ['盲区 Blind cells', p.blind_cells + ' / ' + p.cells], ['里程 km', p.patrol_km],
-      ['停留 Hours', p.dwell_h], ['最近巡逻 Last patrol', p.last_patrol || '–'],
+      ['停留 Hours', p.dwell_h], ['最近巡逻 Last patrol', GP.chinaTime(p.last_patrol)],
       ['网格员 Worker', p.worker === undefined ? '…' :
         (p.worker ? p.worker + ' ' + (p.worker_phone || '') : '未配备 none assigned')]
     ];
