@@ -75,42 +75,42 @@
     return p && p.worker ? p.worker + (p.worker_phone ? ' ' + p.worker_phone : '') : '无 none';
   }
 
+  /* The selected grid's worker and the staff of its village to choose from (each marked with
+   * the grids of this draft they already hold). */
   function showWorker() {
     var panel = byId('gp-worker-panel');
     if (!panel) { return; }
     var code = P.state.selected.length === 1 ? P.state.selected[0] : null;
-    var feature = code ? P.state.features[code] : null;
-    panel.hidden = !feature;
-    if (!feature) { return; }
-    byId('gp-worker-current').textContent = workerLabel(feature.properties);
+    panel.hidden = !code;
+    if (!code) { return; }
+    var known = P.state.features[code];
+    byId('gp-worker-current').textContent = known ? workerLabel(known.properties) : '…';
     var village = code.slice(0, 12);
-    villageGrids(village).then(function () {
-      if (P.state.selected.length === 1 && P.state.selected[0] === code && P.state.features[code]) {
-        byId('gp-worker-current').textContent = workerLabel(P.state.features[code].properties);
-      }
-    }).catch(function () { return null; });
-    var fill = function (people) {
+    var people = P.state.staff[village] ? Promise.resolve(P.state.staff[village]) :
+      GP.api('/api/v1/staff?village=' + encodeURIComponent(village)).then(function (list) {
+        P.state.staff[village] = list;
+        return list;
+      });
+    Promise.all([people, villageGrids(village)]).then(function (done) {
       if (P.state.selected.length !== 1 || P.state.selected[0] !== code) { return; }
-      // who already holds a grid of this draft (by phone: the grid list names workers)
+      var feature = P.state.features[code];
+      byId('gp-worker-current').textContent = feature ? workerLabel(feature.properties) : '–';
       var holds = {};
       Object.keys(P.state.features).forEach(function (c) {
         var q = P.state.features[c].properties;
         if (q.worker_phone) { holds[q.worker_phone] = (holds[q.worker_phone] || []).concat([c]); }
       });
-      var select = byId('gp-worker-select');
-      select.innerHTML = '<option value="">— 选择网格员 choose a worker —</option>' +
-        people.filter(function (s) { return s.active !== false; }).map(function (s) {
+      byId('gp-worker-select').innerHTML =
+        '<option value="">— 选择网格员 choose a worker —</option>' +
+        done[0].filter(function (s) { return s.active !== false; }).map(function (s) {
           var held = (holds[s.phone] || []).filter(function (c) { return c !== code; });
           return '<option value="' + esc(String(s.id)) + '">' + esc(s.name) + ' ' +
             esc(s.phone || '') + (held.length ? ' · 已负责 holds ' + esc(held.join(', ')) : '') +
             '</option>';
         }).join('');
-    };
-    if (P.state.staff[village]) { fill(P.state.staff[village]); return; }
-    GP.api('/api/v1/staff?village=' + encodeURIComponent(village)).then(function (people) {
-      P.state.staff[village] = people;
-      fill(people);
-    }).catch(function (err) { message('网格员列表加载失败 staff list failed: ' + err.message, 'error'); });
+    }).catch(function (err) {
+      message('网格员列表加载失败 staff list failed: ' + err.message, 'error');
+    });
   }
 
   P.assignWorker = function (code, staffId) {
