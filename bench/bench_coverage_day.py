@@ -23,7 +23,7 @@ from api.coverage.update import CoverageUpdater
 from api.demo import load_demo
 from api.scope import Scope
 from api.settings import CoverageSettings
-from bench.common import simulated_day, throwaway_database, write_result
+from bench.common import copy_day_back, simulated_day, throwaway_database, write_result
 
 CHUNK = 1_000_000
 
@@ -56,22 +56,7 @@ async def _run(url: str, vehicles: int, hours: float) -> dict[str, Any]:
         update_s = time.perf_counter() - began
         cell_rows = report.cell_rows
         # seven days of aggregates: copy the day's grid_visit rows to the six days before it
-        await conn.execute(
-            """
-            INSERT INTO grid_visit SELECT layout_id, day - k, grid_id, device_id, fixes, dwell_s,
-                   metres, first_seen - k * interval '1 day', last_seen - k * interval '1 day',
-                   seen, visit_start, visit_end
-              FROM grid_visit, generate_series(1, 6) AS k
-            """
-        )
-        await conn.execute(
-            "INSERT INTO grid_visit_day SELECT layout_id, day - k "
-            "FROM grid_visit_day, generate_series(1, 6) k ON CONFLICT DO NOTHING"
-        )
-        await conn.execute(
-            "INSERT INTO device_day SELECT device_id, day - k, fixes, dwell_s, metres, cells, "
-            "first_seen, last_seen FROM device_day, generate_series(1, 6) k ON CONFLICT DO NOTHING"
-        )
+        await copy_day_back(conn)
         await conn.execute("ANALYZE grid_visit")
         layout_id = (
             await (

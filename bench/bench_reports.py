@@ -35,7 +35,13 @@ from api.reports import build
 from api.scope import Scope
 from api.settings import CoverageSettings
 from api.users import create_user
-from bench.common import settle, simulated_day, throwaway_database, write_result
+from bench.common import (
+    copy_day_back,
+    settle,
+    simulated_day,
+    throwaway_database,
+    write_result,
+)
 from bench.load import demo_fleet, server_process
 
 FORMATS = ("html", "xlsx", "csv", "pdf")
@@ -52,23 +58,7 @@ async def _prepare(url: str, vehicles: int, hours: float) -> tuple[str, Window, 
         updater = CoverageUpdater(CoverageSettings())
         backlog = (await (await conn.execute("SELECT count(*) FROM coverage_dirty")).fetchone())[0]  # type: ignore[index]
         await updater.step(conn, limit=backlog)
-        await conn.execute(
-            """
-            INSERT INTO grid_visit SELECT layout_id, day - k, grid_id, device_id, fixes, dwell_s,
-                   metres, first_seen - k * interval '1 day', last_seen - k * interval '1 day',
-                   seen, visit_start, visit_end
-              FROM grid_visit, generate_series(1, 6) AS k
-            """
-        )
-        await conn.execute(
-            "INSERT INTO grid_visit_day SELECT layout_id, day - k "
-            "FROM grid_visit_day, generate_series(1, 6) k ON CONFLICT DO NOTHING"
-        )
-        await conn.execute(
-            "INSERT INTO device_day (device_id, day, fixes, dwell_s, metres, cells, first_seen, "
-            "last_seen) SELECT device_id, day - k, fixes, dwell_s, metres, cells, first_seen, "
-            "last_seen FROM device_day, generate_series(1, 6) k ON CONFLICT DO NOTHING"
-        )
+        await copy_day_back(conn)
         await conn.execute("ANALYZE")
         layout = (
             await (

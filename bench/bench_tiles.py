@@ -43,7 +43,13 @@ from api.settings import (
     Settings,
 )
 from api.users import create_user
-from bench.common import percentiles_ms, simulated_day, throwaway_database, write_result
+from bench.common import (
+    copy_day_back,
+    percentiles_ms,
+    simulated_day,
+    throwaway_database,
+    write_result,
+)
 from tiles.layers import LAYERS
 from tiles.sql import TILE_SQL, tile_params, tile_query
 from tiles.tilemath import Tile, tile_at
@@ -64,20 +70,7 @@ async def _prepare(url: str, vehicles: int, hours: float) -> dict[str, Any]:
         await load_demo(conn)
         day, _, _ = await simulated_day(conn, vehicles, hours, seed=1010)
         await CoverageUpdater(CoverageSettings()).run(conn)
-        await conn.execute(
-            """
-            INSERT INTO grid_visit
-            SELECT layout_id, day - k, grid_id, device_id, fixes, dwell_s, metres,
-                   first_seen - k * interval '1 day', last_seen - k * interval '1 day', seen,
-                   (SELECT array_agg(v - k * 86400000000::bigint) FROM unnest(visit_start) v),
-                   (SELECT array_agg(v - k * 86400000000::bigint) FROM unnest(visit_end) v)
-              FROM grid_visit, generate_series(1, 6) AS k
-            """
-        )
-        await conn.execute(
-            "INSERT INTO grid_visit_day (layout_id, day) SELECT layout_id, day - k "
-            "FROM grid_visit_day, generate_series(1, 6) k ON CONFLICT DO NOTHING"
-        )
+        await copy_day_back(conn)
         await conn.execute("VACUUM ANALYZE grid_visit")
         layout = (
             await (

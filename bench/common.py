@@ -147,3 +147,31 @@ async def simulated_day(
         await ingestor.prepare(conn, batch)
         await ingestor.store(conn, batch, protocol="batch")
     return day, end, len(tracks)
+
+
+async def copy_day_back(conn: AsyncConnection[Any], days: int = 6) -> None:
+    """Copy the computed coverage of the stored day(s) to the ``days`` days before them
+    (``grid_visit`` with its visit times shifted, ``grid_visit_day``, ``device_day``): a week of
+    aggregates from one simulated day, for the benchmarks that read a week."""
+    await conn.execute(
+        """
+        INSERT INTO grid_visit
+        SELECT layout_id, day - k, grid_id, device_id, fixes, dwell_s, metres,
+               first_seen - k * interval '1 day', last_seen - k * interval '1 day', seen,
+               (SELECT array_agg(v - k * 86400000000::bigint) FROM unnest(visit_start) v),
+               (SELECT array_agg(v - k * 86400000000::bigint) FROM unnest(visit_end) v)
+          FROM grid_visit, generate_series(1, %(days)s) AS k
+        """,
+        {"days": days},
+    )
+    await conn.execute(
+        "INSERT INTO grid_visit_day (layout_id, day) SELECT layout_id, day - k "
+        "FROM grid_visit_day, generate_series(1, %(days)s) k ON CONFLICT DO NOTHING",
+        {"days": days},
+    )
+    await conn.execute(
+        "INSERT INTO device_day (device_id, day, fixes, dwell_s, metres, cells, first_seen, "
+        "last_seen) SELECT device_id, day - k, fixes, dwell_s, metres, cells, first_seen, "
+        "last_seen FROM device_day, generate_series(1, %(days)s) k ON CONFLICT DO NOTHING",
+        {"days": days},
+    )
