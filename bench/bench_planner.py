@@ -16,7 +16,9 @@ validate after an edit, open the draft in chromium.
   outlines further out), codes from zoom 13; a league draft too large to validate on opening
   says so (the diff is drawn when it comes);
 * ``zoomed_view_s`` — then zooming to the edited village at zoom 10 until the grid tiles in
-  view are drawn.
+  view are drawn;
+* ``first_view_under_load_s``, ``zoomed_view_under_load_s`` — both again while 2,000 demo
+  vehicles (``--quick``: 200) report live every 10 s to the same server.
 
 No "before" is measured for the views: the GeoJSON page is gone (issue 20 reports 220 s for
 it at league scale).
@@ -43,7 +45,7 @@ from api.scope import Scope
 from api.settings import ApiSettings
 from api.users import create_user
 from bench.common import settle, throwaway_database, write_result
-from bench.load import server_process
+from bench.load import demo_fleet, server_process
 from gis import redraw as edits
 
 CHROMIUM = "/usr/bin/chromium"
@@ -268,15 +270,18 @@ def run(quick: bool = False) -> dict[str, Any]:
             scope = [str(county[0])]
             figures = {**figures, **asyncio.run(_quick_user(url, scope, figures["draft"]))}
         settle(url)
-        env = {"GRIDPATROL_API_STATE_DIR": str(Path(tmp) / "state")}
+        env = {
+            "GRIDPATROL_API_STATE_DIR": str(Path(tmp) / "state"),
+            "GRIDPATROL_OSMAND_ADDRESS_RATE_PER_S": "0",  # the demo fleet on one address
+        }
         with server_process(url, "planner", **env) as ports:
-            view = _first_view(
-                f"http://127.0.0.1:{ports['api']}",
-                figures["draft"],
-                figures["token"],
-                figures["where"],
-            )
-        print(f"first view: {view}", flush=True)
+            base = f"http://127.0.0.1:{ports['api']}"
+            view = _first_view(base, figures["draft"], figures["token"], figures["where"])
+            print(f"first view: {view}", flush=True)
+            loaded = 200 if quick else 2000
+            with demo_fleet(url, ports, loaded, "planner") as live:
+                busy = _first_view(base, figures["draft"], figures["token"], figures["where"])
+            print(f"first view with {live} live vehicles: {busy}", flush=True)
         result = {
             "grids": figures["grids"],
             "fine_cells": figures["fine_cells"],
@@ -285,6 +290,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             "first_view_s": view["first_view_s"],
             "zoomed_view_s": view["zoomed_view_s"],
             "first_view_cold_server_s": view["first_view_cold_server_s"],
+            "under_load": f"the views again while {live} of {loaded} demo vehicles report live "
+            "every 10 s (half OsmAnd, half JT/T 808) to the same server",
+            "first_view_under_load_s": busy["first_view_s"],
+            "zoomed_view_under_load_s": busy["zoomed_view_s"],
             "before_clone_s": figures["before_clone_s"],
             "before_edit_validate_s": figures["before_edit_validate_s"],
             "edit_s": figures["edit_s"],

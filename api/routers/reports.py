@@ -21,6 +21,7 @@ from html import escape
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection, sql
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,7 +99,7 @@ async def create_report(
     row, existed = await jobs.submit(conn, spec, settings.coverage, user_id=principal.user_id)
     status = 200 if row["status"] == "done" else 202
     payload = {**jobs.view(row), "cached": existed and row["status"] == "done"}
-    return JSONResponse(json.loads(json.dumps(payload, default=str)), status_code=status)
+    return JSONResponse(jsonable_encoder(payload), status_code=status)
 
 
 @router.get("/api/v1/reports", summary="The reports you asked for, newest first")
@@ -183,7 +184,7 @@ async def coverage_report(
         raise ReportFailed(row["id"], row["error"])
     if row["status"] != "done":
         return JSONResponse(
-            json.loads(json.dumps(jobs.view(row), default=str)),
+            jsonable_encoder(jobs.view(row)),
             status_code=202,
             headers={"Location": f"/api/v1/reports/{row['id']}"},
         )
