@@ -347,3 +347,124 @@ def test_a_draft_is_abandoned_from_the_page_after_a_confirmation(
     assert page.locator(f"a.gp-draft[href$='layout={draft}']").count() == 0
     run.screenshot("planner-abandoned")
     assert run.errors == []
+
+
+@pytest.fixture(scope="module")
+def league(
+    demo: str, client: TestClient, tokens: dict[str, str], make_token: Any
+) -> dict[str, Any]:
+    """The league's active patrol layout (8,704 grids in the demo), one of its grids with the
+    grid's centre and extent, a new person in that grid's village, and a league planner."""
+    with psycopg.connect(demo) as conn:
+        row = conn.execute(
+            "SELECT id FROM grid_layout WHERE status = 'active' AND purpose = 'patrol' "
+            "ORDER BY length(nbs_prefix(area_code)), id LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        active = int(row[0])
+        grid = conn.execute(
+            "SELECT code, village_code, ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)), "
+            "ST_YMin(geom), ST_YMax(geom) FROM grid WHERE layout_id = %s AND code LIKE %s "
+            "ORDER BY area_m2 DESC LIMIT 1",
+            (active, COUNTY + "%"),
+        ).fetchone()
+        assert grid is not None
+    code, village, x, y, south, north = grid
+    imported = client.post(
+        "/api/v1/staff/import",
+        params={"filename": "league.csv"},
+        content=f"name,phone,village_code\n盟网格员,18700{village[-6:]},{village}\n",
+        headers=auth(tokens["planner"]),
+    )
+    assert imported.status_code == 200, imported.text
+    people = client.get(
+        "/api/v1/staff", params={"village": village}, headers=auth(tokens["planner"])
+    ).json()
+    staff = next(p["id"] for p in people if p["phone"] == f"18700{village[-6:]}")
+    return {
+        "active": active,
+        "code": code,
+        "village": village,
+        "centre": (x, y),
+        "span": (south, north),
+        "staff": staff,
+        "planner": make_token("planner", ["1525"]),
+    }
+
+
+def test_a_league_planner_redraws_the_league_layout_in_the_page(
+    league: dict[str, Any], demo: str, live_server: str, chromium: Chromium
+) -> None:
+    """The issue's story at league scale: clone the league's patrol layout, split a grid, give
+    the new grid its worker, activate (the whole draft validated once) and roll back — all in
+    the page, the draft drawn from vector tiles."""
+    long_wait = 240_000  # activation validates all 8,704 grids of the draft
+    run = chromium.open("/maps/planner", league["planner"])
+    page = run.page
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    page.locator("#gp-clone-name").fill("盟草稿 league draft")
+    page.locator(f".gp-clone[data-layout='{league['active']}']").click()
+    page.wait_for_url("**/maps/planner?layout=*", timeout=WAIT_MS)
+    page.wait_for_function(LOADED, timeout=WAIT_MS)
+    draft = int(page.url.rsplit("=", 1)[1])
+    assert (
+        api_get(live_server, league["planner"], f"/api/v1/layouts/{draft}")["cloned_from"]
+        == league["active"]
+    )
+    # zoom to the grid: drawn from the draft's tiles, selected with a click
+    code = league["code"]
+    x, y = league["centre"]
+    page.evaluate("([x, y]) => GP.map().setView(GP.latLng(x, y), 12)", [x, y])
+    page.locator(f"path.gp-grid-{code}").first.wait_for(state="attached", timeout=WAIT_MS)
+    page.locator(f"path.gp-grid-{code}").first.dispatch_event("click")
+    assert page.locator("#gp-selected").inner_text() == code
+    south, north = league["span"]
+    page.evaluate(
+        "([a, b]) => GP.map().fire('draw:created', {layerType: 'polyline', "
+        "layer: L.polyline([L.latLng(a[1], a[0]), L.latLng(b[1], b[0])])})",
+        [[x, south - 0.01], [x + 1e-4, north + 0.01]],
+    )
+    page.wait_for_function("GP.planner.state.edits === 1", timeout=WAIT_MS)
+    _loaded_again(page)
+    status = page.locator("#gp-message").inner_text()
+    assert "已保存 saved: v2" in status
+    assert "校验未通过 invalid: 1" in status  # only the village was validated: its new grid
+    assert page.evaluate("GP.planner.state.validated") == [league["village"]]
+    with psycopg.connect(demo) as conn:
+        new = conn.execute(
+            "SELECT code FROM grid WHERE layout_id = %s AND worker_id IS NULL", (draft,)
+        ).fetchall()
+    assert len(new) == 1
+    new_code = str(new[0][0])
+    page.locator(f"path.gp-grid-{new_code}").first.wait_for(state="attached", timeout=WAIT_MS)
+    page.locator(f"path.gp-grid-{new_code}").first.dispatch_event("click")
+    page.wait_for_function(
+        "document.querySelectorAll('#gp-worker-select option').length > 1", timeout=WAIT_MS
+    )
+    page.locator("#gp-worker-select").select_option(str(league["staff"]))
+    page.locator("#gp-worker-assign").click()
+    _message(page, "已指派 assigned")
+    _loaded_again(page)
+    assert "校验通过 valid" in page.locator("#gp-message").inner_text()
+    run.screenshot("planner-league-worker")
+    page.locator("#gp-activate").click()
+    page.wait_for_function(
+        "document.getElementById('gp-message').textContent.indexOf('已启用 active') >= 0",
+        timeout=long_wait,
+    )
+    planner = league["planner"]
+    assert api_get(live_server, planner, f"/api/v1/layouts/{draft}")["status"] == "active"
+    assert api_get(live_server, planner, f"/api/v1/layouts/{league['active']}")["status"] == (
+        "retired"
+    )
+    run.screenshot("planner-league-activated")
+    page.locator("#gp-rollback").click()
+    page.wait_for_function(
+        "document.getElementById('gp-message').textContent.indexOf('已回退 rolled back') >= 0",
+        timeout=long_wait,
+    )
+    assert api_get(live_server, planner, f"/api/v1/layouts/{league['active']}")["status"] == (
+        "active"
+    )
+    assert api_get(live_server, planner, f"/api/v1/layouts/{draft}")["status"] == "retired"
+    assert run.errors == []
