@@ -370,6 +370,9 @@ def league(
         ).fetchone()
         assert grid is not None
     code, village, x, y, south, north = grid
+    # other tests may have left a grid of the league layout without its worker: staff them,
+    # so the draft is one worker short only where this test splits
+    staff_every_grid(client, tokens["planner"], active, phone_prefix="17")
     imported = client.post(
         "/api/v1/staff/import",
         params={"filename": "league.csv"},
@@ -434,6 +437,7 @@ def test_a_league_planner_redraws_the_league_layout_in_the_page(
         new = conn.execute(
             "SELECT code FROM grid WHERE layout_id = %s AND worker_id IS NULL", (draft,)
         ).fetchall()
+    assert [str(r[0])[:12] for r in new] == [league["village"]], new
     assert len(new) == 1
     new_code = str(new[0][0])
     page.locator(f"path.gp-grid-{new_code}").first.wait_for(state="attached", timeout=WAIT_MS)
