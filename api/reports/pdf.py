@@ -23,12 +23,11 @@ from api.coverage import vehicles
 from api.reports import charts, labels, response_times
 from api.reports.data import ReportData
 from api.reports.fonts import cjk_style
-from api.reports.pdftables import Table, render_tables
+from api.reports.pdftables import LEFT, RIGHT, Table, render_tables
 from gis import palette
 
 A4_INCHES = (210 / 25.4, 297 / 25.4)
 MAX_TABLE_ROWS = 2500  # 50 pages; beyond that a table belongs in a spreadsheet
-LEFT, RIGHT = 0.06, 0.94
 
 PDF_UNIT_COLUMNS = (
     ("code", 1.5),

@@ -23,7 +23,7 @@ from reportlab.pdfgen.canvas import Canvas
 from api.reports import labels
 from api.reports.fonts import pdf_font
 
-LEFT, RIGHT = 0.06, 0.94  # shares of the page width, as on the map page
+LEFT, RIGHT = 0.06, 0.94  # shares of the page width, of every page (the map page's too)
 ROWS_PER_PAGE = 50
 NUMERIC = {"int", "float1", "float3", "pct"}
 STRIPE = HexColor("#f2f4f6")
