@@ -366,6 +366,12 @@ TABLE: dict[tuple[str, str], Case] = {
         reason="the front door's sign-in form; the token carries the scope"
     ),
     ("POST", "/signout"): Covered(reason="ends the caller's own session"),
+    ("GET", "/m"): Covered(reason="redirects to the grid worker's phone page /m/"),
+    ("GET", "/m/"): Covered(
+        reason="the grid worker's phone page: one shell for everyone, no data; its data comes "
+        "from the /api/v1/m routes of this table"
+    ),
+    ("GET", "/m/sw.js"): Covered(reason="the phone page's service worker script: no data"),
     ("GET", "/"): Covered(
         reason="sign-in form, or the home page: its figures are counted in the scope and "
         "checked against SQL by tests/api/test_home.py"
