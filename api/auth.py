@@ -45,6 +45,8 @@ SATISFIES: dict[str, frozenset[str]] = {
     "planner": frozenset({"planner", "admin"}),
     "admin": frozenset({"admin"}),
     "device": frozenset({"device", "admin"}),
+    # a grid worker (网格员) signed in on the phone page: their own routes only (api/mobile)
+    "worker": frozenset({"worker"}),
 }
 
 _hasher = PasswordHasher()
@@ -141,6 +143,7 @@ class Principal:
     user_id: int | None = None
     device_id: int | None = None
     token_id: int | None = None
+    staff_id: int | None = None  # a grid worker (role "worker")
 
     def audit_fields(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "user_name": self.name, "user_scope": self.scope.codes}
@@ -269,7 +272,7 @@ class TokenStore:
 
 
 async def lookup_token(conn: AsyncConnection[Any], digest: str) -> Principal | None:
-    """User tokens first, then device tokens (the device table arrives with GPS ingest)."""
+    """User tokens first, then grid workers' sessions, then device tokens."""
     row = await (
         await conn.execute(
             """
@@ -289,7 +292,39 @@ async def lookup_token(conn: AsyncConnection[Any], digest: str) -> Principal | N
         if token_scope is not None:
             scope = scope.narrow(Scope.parse(token_scope))
         return Principal(name=name, role=role, scope=scope, user_id=user_id, token_id=token_id)
+    worker = await lookup_staff_token(conn, digest)
+    if worker is not None:
+        return worker
     return await lookup_device_token(conn, digest)
+
+
+WORKER_SESSION = """
+UPDATE staff_token t SET last_used_at = now()
+  FROM staff s
+ WHERE t.token_hash = %s AND s.id = t.staff_id AND s.active AND s.role = 'worker'
+   AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+RETURNING t.id, s.id, s.name,
+          ARRAY(SELECT DISTINCT g.code FROM grid g JOIN grid_layout l ON l.id = g.layout_id
+                 WHERE g.worker_id = s.id AND l.status = 'active' AND l.purpose = 'patrol'
+                 ORDER BY g.code)
+"""
+
+
+async def lookup_staff_token(conn: AsyncConnection[Any], digest: str) -> Principal | None:
+    """A grid worker's session: role ``worker``, scope = the grids they hold as worker in the
+    active patrol layouts (none: they see nothing), ``staff_id`` set. A worker who is no longer
+    active, or no longer a worker, has no session."""
+    row = await (await conn.execute(WORKER_SESSION, (digest,))).fetchone()
+    if row is None:
+        return None
+    token_id, staff_id, name, grids = row
+    return Principal(
+        name=f"网格员 {name}",
+        role="worker",
+        scope=Scope(grids=tuple(grids or ())),
+        token_id=token_id,
+        staff_id=staff_id,
+    )
 
 
 async def lookup_device_token(conn: AsyncConnection[Any], digest: str) -> Principal | None:
@@ -417,3 +452,5 @@ Planner = Annotated[Principal, Depends(RequireRole("planner"))]
 Admin = Annotated[Principal, Depends(RequireRole("admin"))]
 DeviceWriter = Annotated[Principal, Depends(RequireRole("device"))]
 ViewerOrDevice = Annotated[Principal, Depends(RequireRole("viewer", "device"))]
+Worker = Annotated[Principal, Depends(RequireRole("worker"))]
+ViewerOrWorker = Annotated[Principal, Depends(RequireRole("viewer", "worker"))]

@@ -52,11 +52,19 @@ UPLOAD_ROUTES = (
     re.compile(r"/api/v1/(staff|alert-points|devices)/import/?"),
     re.compile(r"/api/v1/layouts/[^/]+/replace/?"),
 )
+# A grid worker's report or finished task with photos (api/routers/mobile.py): their own cap,
+# GRIDPATROL_MOBILE_MAX_PHOTOS × GRIDPATROL_MOBILE_PHOTO_MAX_MB and room for the form fields.
+PHOTO_ROUTES = (
+    re.compile(r"/api/v1/m/reports/?"),
+    re.compile(r"/api/v1/m/tasks/[^/]+/done/?"),
+)
 # Routes that take a body without a token (sign-in), with their own small limit.
 PUBLIC_BODY_ROUTES = {
     ("POST", "/api/v1/auth/token"): SIGN_IN_MAX_BYTES,
     ("POST", "/signin"): SIGN_IN_MAX_BYTES,  # the front door's form (api/routers/home.py)
     ("POST", "/signout"): SIGN_IN_MAX_BYTES,  # checks the page's CSRF value itself
+    ("POST", "/m/signin"): SIGN_IN_MAX_BYTES,  # the grid worker's phone page (api/routers/mobile)
+    ("POST", "/m/signout"): SIGN_IN_MAX_BYTES,
 }
 FD_RESERVE = 256  # descriptors kept for the database pool, files, logs
 
@@ -133,6 +141,7 @@ class BodyGuard:
         self.upload_limit = int(settings.ingest.max_body_mb * MB)
         self.json_mb = settings.api.max_body_mb
         self.upload_mb = settings.ingest.max_body_mb
+        self.photo_limit = settings.mobile.upload_max_bytes
 
     def limit_for(self, method: str, path: str) -> tuple[int, str]:
         """(bytes, what to tell the client) for a request."""
@@ -145,6 +154,11 @@ class BodyGuard:
             return self.upload_limit, (
                 f"the body is larger than {self.upload_mb:g} MB "
                 "(GRIDPATROL_INGEST_MAX_BODY_MB); split the upload"
+            )
+        if any(route.fullmatch(path) for route in PHOTO_ROUTES):
+            return self.photo_limit, (
+                f"the body is larger than {self.photo_limit / MB:.1f} MB: at most "
+                "GRIDPATROL_MOBILE_MAX_PHOTOS photos of GRIDPATROL_MOBILE_PHOTO_MAX_MB each"
             )
         return self.json_limit, (
             f"the body is larger than {self.json_mb:g} MB (GRIDPATROL_API_MAX_BODY_MB)"

@@ -294,6 +294,42 @@ class DispatchSettings(BaseSettings):
     webhook_max_attempts: int = Field(default=5, ge=1)
 
 
+class MobileSettings(BaseSettings):
+    """The grid worker's phone page ``/m/`` and its API (``GRIDPATROL_MOBILE_…``)."""
+
+    model_config = _config("GRIDPATROL_MOBILE_")
+
+    event_kinds: str = Field(
+        default="治安,矛盾纠纷,安全隐患,火情,牲畜走失,其他",
+        description="the kinds a worker may report, comma-separated, in the order shown",
+    )
+    session_hours: float = Field(
+        default=72.0, gt=0, le=24 * 30, description="a phone session's life (hours)"
+    )
+    code_minutes: float = Field(
+        default=15.0, gt=0, le=24 * 60, description="a one-time sign-in code's life (minutes)"
+    )
+    code_max_failures: int = Field(
+        default=5, ge=1, le=100, description="wrong codes before the code is void"
+    )
+    max_photos: int = Field(default=3, ge=0, le=10, description="photos per report")
+    photo_max_mb: float = Field(default=2.0, gt=0, le=20, description="one photo's bytes")
+    photo_max_pixels: int = Field(
+        default=40_000_000, gt=0, description="one photo's width × height (decompression bombs)"
+    )
+    max_fixes: int = Field(default=500, ge=1, le=5000, description="fixes per request")
+
+    @property
+    def kinds(self) -> list[str]:
+        """``event_kinds`` as a list (ASCII or Chinese commas, blanks dropped)."""
+        return [k.strip() for k in self.event_kinds.replace("，", ",").split(",") if k.strip()]
+
+    @property
+    def upload_max_bytes(self) -> int:
+        """A report's whole body: its photos and 256 KB for the fields and multipart framing."""
+        return int(max(self.max_photos, 1) * self.photo_max_mb * 1024 * 1024) + 256 * 1024
+
+
 class MapSettings(BaseSettings):
     """Map pages and vector tiles (``GRIDPATROL_MAP_…``); public tiles: ``GRIDPATROL_API_…``."""
 
@@ -402,6 +438,7 @@ class Settings:
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     jt808: Jt808Settings = field(default_factory=Jt808Settings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    mobile: MobileSettings = field(default_factory=MobileSettings)
     map: MapSettings = field(default_factory=MapSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     roles: RolesSettings = field(default_factory=RolesSettings)

@@ -75,6 +75,9 @@ SQL_OWNED_TABLES = frozenset(
         "road_edge",
         "report_job",
         "report_request",
+        "staff_token",
+        "patrol",
+        "incident_photo",
     }
 )
 
