@@ -31,6 +31,7 @@ from api.routers import (
     jt808,
     live,
     maps,
+    mobile,
     mobile_pages,
     pages,
     positions,
@@ -133,6 +134,7 @@ def create_app(
     app.include_router(collections.router)
     app.include_router(maps.router)
     app.include_router(coverage_map.router)
+    app.include_router(mobile.router)  # the grid worker's phone page: sign-in, /api/v1/m
     app.include_router(mobile_pages.router)  # … the page itself (/m/) and its service worker
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -76,7 +76,9 @@ async def get_grid(
                ST_AsGeoJSON(g.geom, 6)::json AS geometry,
                (SELECT coalesce(json_agg(json_build_object('id', a.id, 'kind', a.kind,
                        'name', a.name, 'phone', a.phone) ORDER BY a.id), '[]'::json)
-                  FROM alert_point a WHERE ST_Covers(g.geom, a.geom)) AS alert_points
+                  FROM alert_point a WHERE ST_Covers(g.geom, a.geom)) AS alert_points,
+               (SELECT max(coalesce(p.last_fix_at, p.started_at)) FROM patrol p
+                 WHERE p.grid_codes @> ARRAY[g.code]::text[]) AS last_checkin_at
           FROM grid g
           LEFT JOIN admin_area v ON v.code = g.village_code
           LEFT JOIN staff s ON s.id = g.worker_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ import typer
 from api import grids as grid_service
 from api import layout_ops, layouts, staff
 from api.auth import SYSTEM
-from api.cli.common import connect, is_tty, run_async, settings_and_url
+from api.cli.common import connect, fail, is_tty, run_async, settings_and_url
 from api.progress import cli_progress
 from api.scope import Scope
 
+CHINA = timezone(timedelta(hours=8))
 grids_app = typer.Typer(no_args_is_help=True)
 staff_app = typer.Typer(no_args_is_help=True)
 alerts_app = typer.Typer(no_args_is_help=True)
@@ -154,6 +156,32 @@ def import_staff(path: Path = typer.Argument(..., exists=True, dir_okay=False)) 
 
     result = run_async(go())
     typer.echo(f"staff: {result.inserted} new, {result.updated} updated")
+
+
+@staff_app.command(
+    "code", help="A one-time sign-in code for a grid worker's phone page (print it for them)."
+)
+def sign_in_code(phone: str = typer.Argument(..., help="the worker's phone number")) -> None:
+    """Prints the code and when it expires. Exit status: 0 printed; 2 no staff member has this
+    phone; 3 the staff member is not an active grid worker; 1 any other error (database…)."""
+    from api.errors import NotFound, Unprocessable
+    from api.mobile.accounts import issue_code
+
+    settings, url = settings_and_url()
+
+    async def go() -> dict[str, Any]:
+        try:
+            async with connect(url) as conn:
+                return await issue_code(conn, SYSTEM, settings.mobile, phone=phone)
+        except NotFound as exc:
+            raise fail(exc.message, 2) from None
+        except Unprocessable as exc:
+            raise fail(exc.message, 3) from None
+
+    made = run_async(go())
+    expires = made["expires_at"].astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
+    typer.echo(f"{made['name']} {made['phone']}: sign-in code {made['code']}")
+    typer.echo(f"valid once, until {expires} (China time), at /m/")
 
 
 @alerts_app.command("import", help="Import alert points (CSV/XLSX with lat, lon or GeoJSON).")

@@ -65,11 +65,15 @@ SELECT = sql.SQL(
            i.terrain, i.device_id, i.staff_id,
            coalesce(d.name, d.identifier, st.name) AS responder, d.plate,
            i.arrival_radius_m, i.arrival_source, i.synthetic, i.created_by, i.created_at,
-           i.dispatched_at, i.accepted_at, i.arrived_at, i.cleared_at, i.cancelled_at{extra}
+           i.dispatched_at, i.accepted_at, i.arrived_at, i.cleared_at, i.cancelled_at,
+           i.source, i.reported_by, rep.name AS reported_by_name, i.outside_grid,
+           (SELECT count(*) FROM incident_photo ph WHERE ph.incident_id = i.id)::int
+               AS photos{extra}
       FROM incident i
       LEFT JOIN admin_area v ON v.code = i.village_code
       LEFT JOIN device d ON d.id = i.device_id
       LEFT JOIN staff st ON st.id = i.staff_id
+      LEFT JOIN staff rep ON rep.id = i.reported_by
     """
 )
 LOCATE = """
