@@ -289,16 +289,11 @@ def test_the_whole_story_in_the_page(
     page.wait_for_function(
         "document.querySelectorAll('#gp-worker-select option').length > 1", timeout=WAIT_MS
     )
-    # the panel may refill its staff list once the village's grids load, dropping a choice
-    # made before (a race noted for a fix): choose again until the assignment goes out
-    for _ in range(3):
-        page.locator("#gp-worker-select").select_option(str(story["staff"]))
-        page.locator("#gp-worker-assign").click()
-        try:
-            _message(page, "已指派 assigned")
-            break
-        except TimeoutError:
-            continue
+    # the panel refills its staff list when the village's grids arrive: the choice must survive
+    page.locator("#gp-worker-select").select_option(str(story["staff"]))
+    page.evaluate("GP.planner.showWorker()")
+    assert page.locator("#gp-worker-select").input_value() == str(story["staff"])
+    page.locator("#gp-worker-assign").click()
     _message(page, "已指派 assigned")
     _loaded_again(page)
     assert "校验通过 valid" in page.locator("#gp-message").inner_text()

@@ -5,7 +5,8 @@
  * draft was cloned from, and activation. A stale version (409) is shown and the draft reloaded.
  *
  * GP.planner.split(code, coords), .reshape(code, ring), .merge(codes), .validate([villages]),
- * .assignWorker(code, staffId), .activate(), .rollback(), .abandon(layoutId, version) are what
+ * .assignWorker(code, staffId), .showWorker() (refill the worker panel), .activate(),
+ * .rollback(), .abandon(layoutId, version) are what
  * the buttons and Leaflet.draw call; coordinates are WGS-84 [lon, lat]. An edit re-validates only
  * the village it touched (the whole draft is validated on opening, by the button, and by the
  * server before activation). The status line says what happened: an edit saved but leaving
@@ -79,19 +80,25 @@
    * the grids of this draft they already hold). */
   function showWorker() {
     var panel = byId('gp-worker-panel');
-    if (!panel) { return; }
+    if (!panel) { return Promise.resolve(); }
     var code = P.state.selected.length === 1 ? P.state.selected[0] : null;
     panel.hidden = !code;
-    if (!code) { return; }
+    if (!code) { return Promise.resolve(); }
     var known = P.state.features[code];
     byId('gp-worker-current').textContent = known ? workerLabel(known.properties) : '…';
+    var select = byId('gp-worker-select');
+    if (select.dataset.code !== code) {
+      /* Another grid's list must not be chosen from while this grid's list loads. */
+      select.dataset.code = code;
+      select.innerHTML = '<option value="">加载中 loading…</option>';
+    }
     var village = code.slice(0, 12);
     var people = P.state.staff[village] ? Promise.resolve(P.state.staff[village]) :
       GP.api('/api/v1/staff?village=' + encodeURIComponent(village)).then(function (list) {
         P.state.staff[village] = list;
         return list;
       });
-    Promise.all([people, villageGrids(village)]).then(function (done) {
+    return Promise.all([people, villageGrids(village)]).then(function (done) {
       if (P.state.selected.length !== 1 || P.state.selected[0] !== code) { return; }
       var feature = P.state.features[code];
       byId('gp-worker-current').textContent = feature ? workerLabel(feature.properties) : '–';
@@ -100,7 +107,10 @@
         var q = P.state.features[c].properties;
         if (q.worker_phone) { holds[q.worker_phone] = (holds[q.worker_phone] || []).concat([c]); }
       });
-      byId('gp-worker-select').innerHTML =
+      /* The list is refilled when the village's grids arrive (and after an assignment): keep
+       * what the planner has already chosen in it. */
+      var chosen = select.value;
+      select.innerHTML =
         '<option value="">— 选择网格员 choose a worker —</option>' +
         done[0].filter(function (s) { return s.active !== false; }).map(function (s) {
           var held = (holds[s.phone] || []).filter(function (c) { return c !== code; });
@@ -108,10 +118,15 @@
             esc(s.phone || '') + (held.length ? ' · 已负责 holds ' + esc(held.join(', ')) : '') +
             '</option>';
         }).join('');
+      if (chosen && select.querySelector('option[value="' + chosen + '"]')) {
+        select.value = chosen;
+      }
     }).catch(function (err) {
       message('网格员列表加载失败 staff list failed: ' + err.message, 'error');
     });
   }
+
+  P.showWorker = showWorker;
 
   P.assignWorker = function (code, staffId) {
     P.state.busy = true;
@@ -189,7 +204,8 @@
    * when zoomed out beyond the grids). */
   function reloadGrids() {
     if (!gridsShown()) {
-      P.gridLayer.redraw();
+      // nothing drawn out here (Leaflet's redraw() would fetch tiles below the layer's minZoom:
+      // a league's worth of grids); zooming in fetches the tiles afresh
       return drawLabels();
     }
     return new Promise(function (resolve) {
@@ -288,10 +304,13 @@
     return ' · 校验未通过 invalid: ' + P.state.violations + ' 个问题 problems (见列表 see the list)';
   }
 
-  P.load = function () {
+  /* Load the draft: its figures, the grids in view (none when zoomed out), validation when small;
+   * ``pending`` is the draft's request when already sent, ``drawn`` what else the first view
+   * waits for (the village outlines in view). */
+  P.load = function (pending, drawn) {
     P.state.loaded = false;
     var failures = [];
-    return GP.api(base()).then(function (layout) {
+    return (pending || GP.api(base())).then(function (layout) {
       P.state.version = layout.version;
       P.state.status = layout.status;
       byId('gp-version').textContent = String(layout.version);
@@ -314,6 +333,7 @@
           message('对比加载失败 diff failed: ' + err.message, 'error');
         }).then(function () { P.state.diffLoaded = true; });
       }
+      if (drawn) { jobs.push(drawn); }
       return Promise.all(jobs);
     }).then(function () {
       P.state.loaded = true;
@@ -521,12 +541,16 @@
 
   function startEditor() {
     var map = GP.map();
+    // the draft's figures first: tile requests queue behind it (six connections a host)
+    var pending = GP.api(base());
     // one group per layer for the page's life, so the layer switcher keeps pointing at them
     P.diffLayer = L.featureGroup().addTo(map);
     // the grids (and the selected one's outline) above the diff, the problems above both
     map.createPane('gpGrids').style.zIndex = 420;
     map.createPane('gpProblems').style.zIndex = 430;
-    P.villageLayer = makeVillageLayer().addTo(map);
+    P.villageLayer = makeVillageLayer();
+    var outlines = new Promise(function (resolve) { P.villageLayer.once('load', resolve); });
+    P.villageLayer.addTo(map);
     P.gridLayer = makeGridLayer().addTo(map);
     P.labelLayer = L.layerGroup().addTo(map);
     P.violationLayer = L.featureGroup().addTo(map);
@@ -574,7 +598,7 @@
                     '问题 Violations': P.violationLayer};
     if (cfg().clonedFrom) { overlays['差异 Diff'] = P.diffLayer; }
     L.control.layers(null, overlays, {position: 'topright', collapsed: false}).addTo(map);
-    P.load().catch(function () { return null; });
+    P.load(pending, outlines).catch(function () { return null; });
   }
 
   function startChooser() {
