@@ -10,7 +10,8 @@ validate after an edit, open the draft in chromium.
   village's grids and fine cells, audit);
 * ``first_view_s`` — a league-wide planner (``--quick``: one county's) opens
   ``/maps/planner?layout=<draft>`` in Debian's chromium: navigation (sign-in link included)
-  until the page says it has loaded, target < 3 s: a fresh browser profile on a running
+  until the page says it has loaded (the draft's figures, and the village outlines in view
+  drawn), target < 3 s: a fresh browser profile on a running
   server (``first_view_cold_server_s``: the first page after the server started). The draft
   is drawn from vector tiles (``/tiles/layout_grids``), grids from zoom 9 in (village
   outlines further out), codes from zoom 13; a league draft too large to validate on opening

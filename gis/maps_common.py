@@ -100,7 +100,11 @@ def page_map(
         control=False,
         max_zoom=18,
     ).add_to(fmap)
-    fmap.fit_bounds([[south, west], [north, east]])
+    # Fitted at once: an animated fit would load every layer's tiles at ``zoom_start`` first
+    # and then again at the fitted zoom (twice the tile requests before a page is usable).
+    fitted = folium.map.FitBounds([[south, west], [north, east]])
+    fitted.options["animate"] = False
+    fitted.add_to(fmap)
     add_html(
         fmap, basemap_switcher(basemap, switch_url, switch_params, tianditu=bool(tianditu_key))
     )
