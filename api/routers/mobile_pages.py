@@ -72,7 +72,7 @@ def _signin_form(error: str, phone: str) -> str:
     <input type="hidden" name="next" value="/m/">
     <label for="m-phone">手机号 <small>Phone number</small></label>
     <input id="m-phone" name="phone" type="tel" inputmode="tel" autocomplete="username"
-           value="{escape(phone)}" required maxlength="32" pattern="[0-9+ -]{{5,32}}">
+           value="{escape(phone)}" required maxlength="32">
     <fieldset class="m-how">
       <legend>登录方式 <small>Sign in with</small></legend>
       <label class="m-choice"><input type="radio" name="how" value="password" checked>

@@ -171,7 +171,7 @@
         method: 'POST', json: {at: p.stop_at}
       }).then(function (r) {
         return save(p, function (x) { x.stopped = true; x.result = r.body; });
-      });
+      }).then(function () { M.patrolStopped(p); });
     }).then(function () {
       if (!p.stopped) { return undefined; }
       return M.db.byIndex('fixes', 'patrol', p.client_id).then(function (left) {
@@ -255,4 +255,5 @@
   M.changed = M.changed || function () {};
   M.sentReport = M.sentReport || function () {};
   M.onSignedOut = M.onSignedOut || function () {};
+  M.patrolStopped = M.patrolStopped || function () {};
 }());

@@ -144,4 +144,6 @@
   };
 
   tab.show = function () { M.changed(); };
+
+  M.patrolStopped = function () { tab.poll(); };  // the server has it: list it as ended
 }());

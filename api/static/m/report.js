@@ -10,7 +10,7 @@
   var M = window.GPM;
   var esc = M.esc;
   var MAX_PHOTOS = 3;
-  var FIX_FRESH_MS = 120000;
+  var FIX_FRESH_MS = 30000;  // a patrol's reading this recent is where the worker is
   var tab = M.tabs.report = {photos: [], place: null, view: null, phoneFix: null, rows: []};
 
   function error(id, text) {
@@ -99,7 +99,7 @@
       if (!navigator.geolocation) { reject(new Error('no geolocation')); return; }
       navigator.geolocation.getCurrentPosition(function (pos) {
         resolve({lon: pos.coords.longitude, lat: pos.coords.latitude});
-      }, reject, {enableHighAccuracy: true, maximumAge: FIX_FRESH_MS, timeout: 20000});
+      }, reject, {enableHighAccuracy: true, maximumAge: 0, timeout: 20000});
     });
   }
 

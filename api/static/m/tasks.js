@@ -59,22 +59,25 @@
     li.querySelector('.m-task-act').disabled = true;
     return sending.then(function () {
       M.say('已更新任务 task updated · #' + id, 'ok');
-      return tab.poll();
+      return tab.poll(true);
     }, function (err) {
       say(M.errorText(err));
       var b = li.querySelector('.m-task-act');
       if (b) { b.disabled = false; }
-      if (err.status === 409) { return tab.poll(); }
+      if (err.status === 409) { return tab.poll(true); }
       return undefined;
     });
   }
 
-  tab.poll = function () {
+  /* the list again; a note being written (or a photo chosen) is not thrown away by a timer */
+  tab.poll = function (force) {
     if (!navigator.onLine) { return Promise.resolve(); }
-    // a note being written is not thrown away by a refresh
-    var typing = document.activeElement && document.activeElement.closest &&
-      document.activeElement.closest('#m-tasks');
-    if (typing) { return Promise.resolve(); }
+    var el = document.activeElement;
+    var typing = el && el.closest && el.closest('#m-tasks') &&
+      (el.tagName === 'TEXTAREA' || el.tagName === 'INPUT');
+    var chosen = Array.prototype.some.call(document.querySelectorAll('#m-tasks .m-task-photo'),
+                                           function (i) { return i.files && i.files.length; });
+    if (!force && (typing || chosen)) { return Promise.resolve(); }
     return M.send(M.API + '/tasks').then(function (r) {
       tab.rows = Array.isArray(r.body) ? r.body : (r.body && r.body.tasks) || [];
       tab.loads = (tab.loads || 0) + 1;
@@ -84,7 +87,7 @@
       label.setAttribute('data-count', open ? String(open) : '');
     }).catch(function () { return null; });
   };
-  tab.refresh = tab.poll;
+  tab.refresh = function () { return tab.poll(true); };
 
   tab.start = function () {
     M.$('m-tasks').addEventListener('click', function (e) {
@@ -96,5 +99,5 @@
     tab.poll();
   };
 
-  tab.show = function () { tab.poll(); };
+  tab.show = function () { tab.poll(true); };
 }());

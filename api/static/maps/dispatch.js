@@ -494,9 +494,42 @@
         esc(r.priority) + ' ' + esc(r.kind) + ' · <span class="gp-row-status">' +
         esc(STATUS[r.status] || r.status) + '</span><br><small>' +
         esc(r.village_name || r.village_code || '') + ' ' + esc(r.grid_code || '') + ' · ' +
-        esc(ago(now() - new Date(r.created_at).getTime() / 1000)) + '</small></div>';
+        esc(ago(now() - new Date(r.created_at).getTime() / 1000)) + '</small>' + sourceBadge(r) +
+        '</div>';
     }).join('') || '<div class="gp-note">无 none</div>';
   };
+
+  /* ---- worker reports (网格员上报, issue 23): the source, the reporter, the photos ----------- */
+  function sourceBadge(r) {
+    if (r.source !== 'worker') { return ''; }
+    return '<br><span class="gp-src-worker" title="网格员上报 reported by the grid worker">' +
+      '网格员上报 worker report' + (r.reported_by_name ? ' · ' + esc(r.reported_by_name) : '') +
+      '</span>' + (r.photos ? ' <span class="gp-photo-count">照片 ' + esc(r.photos) +
+      ' photo(s)</span>' : '') + (r.outside_grid ? ' <span class="gp-outside">网格外 outside ' +
+      'the worker\'s grid</span>' : '');
+  }
+
+  /* the incident's photos as thumbnails, each a link to the full photo (same cookie) */
+  GP.photosHtml = function (inc) {
+    var n = Number(inc.photos) || 0;
+    if (!n) { return ''; }
+    var items = [];
+    for (var i = 1; i <= n; i++) {
+      var url = '/api/v1/incidents/' + encodeURIComponent(inc.id) + '/photos/' + i;
+      items.push('<a class="gp-photo-link" href="' + esc(url) + '" target="_blank" rel="noopener">' +
+        '<img class="gp-photo" src="' + esc(url) + '" alt="照片 photo ' + i + '" loading="lazy">' +
+        '</a>');
+    }
+    return '<div class="gp-photos" data-count="' + n + '">' + items.join('') + '</div>';
+  };
+
+  function sourceLine(inc) {
+    if (inc.source !== 'worker') { return ''; }
+    return '<div class="gp-note gp-src-line">来源 source: <b class="gp-src-worker">网格员上报 ' +
+      'grid worker report</b>' + (inc.reported_by_name ? ' · ' + esc(inc.reported_by_name) : '') +
+      (inc.outside_grid ? ' · <span class="gp-outside">位置在其网格外 outside the worker\'s ' +
+      'grid</span>' : '') + '</div>';
+  }
 
   /* ---- one incident: details, timeline, candidates, actions --------------------------------- */
   function panel(html) {
@@ -567,7 +600,9 @@
         (inc.reporter ? ' · 报警人 caller ' + esc(inc.reporter) : '') +
         (inc.plate || inc.responder ? ' · 出警 responder ' + esc(inc.plate || inc.responder)
           : '') + '</div>' +
+        sourceLine(inc) +
         (inc.description ? '<div class="gp-note">' + esc(inc.description) + '</div>' : '') +
+        GP.photosHtml(inc) +
         '<div class="gp-actions">' + actions + '</div><div id="gp-assign-result">' + said + '</div>' +
         '<div id="gp-candidates">' + keep + '</div>' +
         '<details open><summary>时间线 Timeline</summary><ol class="gp-timeline">' + timeline +

@@ -213,7 +213,9 @@
       ['盲区 Blind cells', p.blind_cells + ' / ' + p.cells], ['里程 km', p.patrol_km],
       ['停留 Hours', p.dwell_h], ['最近巡逻 Last patrol', GP.chinaTime(p.last_patrol)],
       ['网格员 Worker', p.worker === undefined ? '…' :
-        (p.worker ? p.worker + ' ' + (p.worker_phone || '') : '未配备 none assigned')]
+        (p.worker ? p.worker + ' ' + (p.worker_phone || '') : '未配备 none assigned')],
+      ['网格员最近打卡 Worker\'s last check-in', p.last_checkin_at === undefined ? '…' :
+        (p.last_checkin_at ? GP.chinaTime(p.last_checkin_at) : '无 none')]
     ];
     return '<table class="gp-table">' + rows.map(function (r) {
       return '<tr><th>' + r[0] + '</th><td>' + esc(r[1]) + '</td></tr>';
@@ -237,6 +239,7 @@
       .then(function (g) {
         p.worker = g.worker || null;
         p.worker_phone = g.worker_phone || '';
+        p.last_checkin_at = g.last_checkin_at || null;  // the worker's latest foot patrol
         popup.setContent(GP.gridPopup(p));
       }).catch(function (err) { GP.state.lastError = err.message; });
     if (!GP.blindLayer) { GP.blindLayer = L.featureGroup().addTo(map); }
