@@ -247,19 +247,28 @@ async def set_password(
     return {"staff_id": row["id"], "name": row["name"], "sessions_ended": revoked.rowcount}
 
 
-async def end_session(conn: AsyncConnection[Any], token: str) -> int | None:
-    """Revoke a worker's session token; the staff id, or None when it was no live session."""
+async def end_session(conn: AsyncConnection[Any], token: str) -> None:
+    """Revoke a worker's session token (recorded in the audit log); nothing when it was no
+    live worker's session."""
     async with conn.transaction():
         row = await (
             await conn.execute(
-                "UPDATE staff_token SET revoked_at = now() WHERE token_hash = %s "
-                "AND revoked_at IS NULL RETURNING staff_id",
+                "UPDATE staff_token t SET revoked_at = now() FROM staff s "
+                "WHERE t.token_hash = %s AND t.revoked_at IS NULL AND s.id = t.staff_id "
+                "RETURNING s.id, s.name",
                 (token_hash(token),),
             )
         ).fetchone()
-        if row is not None:
-            await notify_token_change(conn)
-    return None if row is None else int(row[0])
+        if row is None:
+            return
+        await notify_token_change(conn)
+        await audit.record(
+            conn,
+            worker_principal(int(row[0]), str(row[1])),
+            "staff.logout",
+            object_type="staff",
+            object_id=int(row[0]),
+        )
 
 
 ME = """

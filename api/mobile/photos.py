@@ -31,31 +31,32 @@ class Photo:
     data: bytes
 
 
-def check_image(data: bytes, *, name: str, max_pixels: int) -> Photo:
-    """The photo if ``data`` is a whole JPEG, PNG or WebP image; else 415/422 naming ``name``."""
+def check_image(data: bytes, *, name: str, max_pixels: int, field: str = "photo") -> Photo:
+    """The photo if ``data`` is a whole JPEG, PNG or WebP image; else 415/422 naming ``name``
+    (the message) and ``field`` (the form field)."""
     if not data:
-        raise Unprocessable(f"{name} is empty", field=name)
+        raise Unprocessable(f"{name} is empty", field=field)
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind = image.format or ""
             width, height = image.size
             if kind not in TYPES:
                 raise UnsupportedMediaType(
-                    f"{name} is a {kind} image; send JPEG, PNG or WebP", field=name
+                    f"{name} is a {kind} image; send JPEG, PNG or WebP", field=field
                 )
             if width * height > max_pixels:
                 raise Unprocessable(
                     f"{name} is {width}×{height} pixels; at most {max_pixels:,} "
                     "(GRIDPATROL_MOBILE_PHOTO_MAX_PIXELS)",
-                    field=name,
+                    field=field,
                 )
             image.load()  # decode it all: a truncated or corrupt file fails here
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise UnsupportedMediaType(
-            f"{name} is not an image (JPEG, PNG or WebP): {type(exc).__name__}", field=name
+            f"{name} is not an image (JPEG, PNG or WebP): {type(exc).__name__}", field=field
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise Unprocessable(f"{name} is a damaged image: {exc}", field=name) from exc
+        raise Unprocessable(f"{name} is a damaged image: {exc}", field=field) from exc
     return Photo(content_type=TYPES[kind], width=width, height=height, data=data)
 
 
@@ -87,7 +88,7 @@ async def read_photos(
             )
         photos.append(
             await asyncio.to_thread(
-                check_image, data, name=name, max_pixels=settings.photo_max_pixels
+                check_image, data, name=name, max_pixels=settings.photo_max_pixels, field=field
             )
         )
     return photos

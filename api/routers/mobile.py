@@ -21,7 +21,6 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
-from api import audit
 from api.auth import COOKIE, Admin, Dispatcher, ViewerOrWorker, Worker, csrf_token
 from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn, Pool
@@ -136,15 +135,7 @@ async def sign_out(request: Request, pool: Pool) -> Response:
                 "",
             )
         async with pool.connection() as conn:
-            staff_id = await accounts.end_session(conn, token)
-            if staff_id is not None:
-                await audit.record(
-                    conn,
-                    accounts.worker_principal(staff_id, str(staff_id)),
-                    "staff.logout",
-                    object_type="staff",
-                    object_id=staff_id,
-                )
+            await accounts.end_session(conn, token)
         request.app.state.tokens.forget()
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -248,9 +239,10 @@ async def stop_patrol(
 
 
 async def _multipart(request: Request, *, files: int) -> FormData:
-    """The body as a form: multipart only, at most ``files`` files and a few small fields."""
+    """The body as a form (multipart; URL-encoded when it carries no file), at most ``files``
+    files and a few small fields."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "multipart/form-data":
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise UnsupportedMediaType(
             f"send multipart/form-data, not {kind or 'no Content-Type'}", field="content-type"
         )
@@ -317,7 +309,7 @@ async def done_task(
     request: Request, incident_id: int, principal: Worker, conn: Conn, settings: AppSettings
 ) -> dict[str, Any]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await _multipart(request, files=1)
         try:
             note = form.get("note")

@@ -719,6 +719,41 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/jt808/commands/{command_id}"): Read(
         "dispatcher", "device", _get(lambda s, t: f"/api/v1/jt808/commands/{s.command[t]}")
     ),
+    # ---- the grid worker's phone page (issue 23): worker-only routes, scope = their grids
+    ("POST", "/m/signin"): Covered(reason="a worker's sign-in; the session carries their grids"),
+    ("POST", "/m/signout"): Covered(reason="ends the caller's own session"),
+    ("POST", "/api/v1/staff/{staff_id}/sign-in-code"): Covered(
+        reason="staff outside the caller's scope are 404: test_mobile.py (a code from another "
+        "county's dispatcher)"
+    ),
+    ("PUT", "/api/v1/staff/{staff_id}/password"): Covered(
+        reason="staff outside the admin's scope are 404 (api.mobile.accounts, as for codes)"
+    ),
+    **{
+        (method, path): Covered(
+            reason="role worker only (403 to every other role); what is not the worker's own "
+            "(another grid, patrol, report, task) is 404 and leaks nothing: test_mobile.py"
+        )
+        for method, path in (
+            ("GET", "/api/v1/m/me"),
+            ("PUT", "/api/v1/m/password"),
+            ("GET", "/api/v1/m/grids/{code}"),
+            ("POST", "/api/v1/m/patrols"),
+            ("GET", "/api/v1/m/patrols"),
+            ("POST", "/api/v1/m/patrols/{patrol_id}/fixes"),
+            ("POST", "/api/v1/m/patrols/{patrol_id}/stop"),
+            ("POST", "/api/v1/m/reports"),
+            ("GET", "/api/v1/m/reports"),
+            ("GET", "/api/v1/m/tasks"),
+            ("POST", "/api/v1/m/tasks/{incident_id}/accept"),
+            ("POST", "/api/v1/m/tasks/{incident_id}/arrived"),
+            ("POST", "/api/v1/m/tasks/{incident_id}/done"),
+        )
+    },
+    ("GET", "/api/v1/incidents/{incident_id}/photos/{n}"): Covered(
+        reason="the incident's scope (404 outside it, as GET /api/v1/incidents/{id}) or its "
+        "reporting/assigned worker: test_mobile.py"
+    ),
     # ---- tiles and OGC API – Features
     ("GET", "/tiles/{layer}.json"): Covered("test_tilejson_bounds_stay_in_scope"),
     ("GET", "/tiles/{layer}/{z:int}/{x:int}/{y:int}.pbf"): Covered(
