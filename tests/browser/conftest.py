@@ -246,10 +246,11 @@ class Chromium:
     browser: Browser
     base: str
 
-    def open(self, path: str, token: str) -> PageRun:
-        """Open ``path`` with ``?token=`` as a user would (cookie + redirect)."""
+    def open(self, path: str, token: str, *, timezone_id: str = "Asia/Shanghai") -> PageRun:
+        """Open ``path`` with ``?token=`` as a user would (cookie + redirect); ``timezone_id``
+        is the browser's own zone."""
         context = self.browser.new_context(
-            viewport={"width": 1280, "height": 800}, locale="zh-CN", timezone_id="Asia/Shanghai"
+            viewport={"width": 1280, "height": 800}, locale="zh-CN", timezone_id=timezone_id
         )
         run = PageRun(page=context.new_page())
 

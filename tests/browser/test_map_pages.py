@@ -8,7 +8,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -151,17 +151,25 @@ def test_track_replay_has_a_slider_and_the_stops(
         min_duration_s=300,
         radius_m=50,
     )
-    run = chromium.open(path, patrol["viewer"])
+    # a browser in another zone still replays in China time (北京时间), within the day's fixes
+    run = chromium.open(path, patrol["viewer"], timezone_id="America/New_York")
     page = run.page
     page.locator(".leaflet-bar-timecontrol").wait_for(timeout=WAIT_MS)
     assert page.locator("#gp-stop-count").inner_text() == str(len(expected))
     assert page.locator("path.gp-stop").count() == len(expected)
+    china = timezone(timedelta(hours=8))
+    first, last = (datetime.fromtimestamp(rows[i][0] / 1e6, tz=china) for i in (0, -1))
     before = page.locator(".timecontrol-date").inner_text()
     page.locator(".timecontrol-forward").click()
     page.wait_for_function(
         f"document.querySelector('.timecontrol-date').textContent !== {before!r}",
         timeout=WAIT_MS,
     )
+    for shown in (before, page.locator(".timecontrol-date").inner_text()):
+        assert shown.endswith("北京时间"), shown
+        stamp = shown.removesuffix("北京时间").strip() + " +0800"
+        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S %z")
+        assert first - timedelta(minutes=1) <= at <= last + timedelta(minutes=1), shown
     page.wait_for_function(
         ANY_VECTOR_PATH, timeout=WAIT_MS
     )  # the whole day's track, as vector tiles
