@@ -59,8 +59,11 @@ UNIT_METRICS = sql.SQL(
           FROM grid g WHERE g.layout_id = %(layout)s AND {scope}
     ),
     agg AS (
-        SELECT gv.grid_id, {grid_aggregates}
+        SELECT gv.grid_id, {grid_aggregates},
+               bit_count(bit_or(gv.seen) FILTER (WHERE d.kind = 'vehicle')) AS vehicle_seen,
+               bit_count(bit_or(gv.seen) FILTER (WHERE d.kind = 'handheld')) AS foot_seen
           FROM grid_visit gv JOIN g ON g.id = gv.grid_id
+          LEFT JOIN device d ON d.id = gv.device_id
          WHERE gv.layout_id = %(layout)s AND gv.day BETWEEN %(d0)s AND %(d1)s
          GROUP BY gv.grid_id
     ),
@@ -84,6 +87,8 @@ UNIT_METRICS = sql.SQL(
     units AS (
         SELECT g.unit, count(*) AS grids, sum(g.n_cells) AS cells,
                sum(coalesce(a.seen_cells, 0)) AS seen_cells,
+               sum(coalesce(a.vehicle_seen, 0)) AS vehicle_seen_cells,
+               sum(coalesce(a.foot_seen, 0)) AS foot_seen_cells,
                sum(g.n_cells - coalesce(a.recent_seen, 0)) AS blind_cells,
                coalesce(sum(a.fixes), 0) AS fixes, coalesce(sum(a.dwell_s), 0) AS dwell_s,
                coalesce(sum(a.metres), 0) AS metres, max(a.last_seen) AS last_patrol
@@ -92,7 +97,8 @@ UNIT_METRICS = sql.SQL(
     )
     SELECT u.unit AS code, coalesce(v.name_zh, gv_name.name_zh) AS name_zh,
            u.grids::int AS grids, u.cells::bigint AS cells, u.seen_cells::bigint AS seen_cells,
-           {coverage_pct} AS coverage_pct, {dwell_h} AS dwell_h, {patrol_km} AS patrol_km,
+           {coverage_pct} AS coverage_pct, {vehicle_pct} AS vehicle_coverage_pct,
+           {foot_pct} AS foot_coverage_pct, {dwell_h} AS dwell_h, {patrol_km} AS patrol_km,
            u.fixes::bigint AS fixes, coalesce(vs.visits, 0)::int AS visits,
            round(vs.revisit_mean_s::numeric, 1)::float8 AS revisit_mean_s, u.last_patrol,
            round((extract(epoch FROM now() - u.last_patrol) / 3600.0)::numeric, 2)::float8
@@ -112,6 +118,9 @@ _PARTS = {
     "reach": cover.reach(sql.SQL("PARTITION BY u.unit")),
     "new_visit": cover.NEW_VISIT,
     "coverage_pct": cover.percent(sql.SQL("u.seen_cells"), sql.SQL("u.cells")),
+    # seen by patrol vehicles, and by grid workers on foot (handheld devices, api.mobile)
+    "vehicle_pct": cover.percent(sql.SQL("u.vehicle_seen_cells"), sql.SQL("u.cells")),
+    "foot_pct": cover.percent(sql.SQL("u.foot_seen_cells"), sql.SQL("u.cells")),
     "dwell_h": cover.hours(sql.SQL("u.dwell_s")),
     "patrol_km": cover.km(sql.SQL("u.metres")),
 }

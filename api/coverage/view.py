@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from api import admin_areas
 from api.coverage import metrics
 from api.coverage.update import CoverageUpdater
-from api.errors import Unprocessable
+from api.db import search_terms
 from api.reports.csvfile import BOM, neutralise
 from api.reports.xlsx import text_cell
 from api.scope import Scope
@@ -38,6 +38,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cells", "方格数", "Cells"),
     ("seen_cells", "已巡方格", "Seen cells"),
     ("coverage_pct", "覆盖率 %", "Coverage %"),
+    ("vehicle_coverage_pct", "车巡覆盖率 %", "Vehicle coverage %"),
+    ("foot_coverage_pct", "步巡覆盖率 %", "Foot coverage %"),
     ("blind_cells", "盲区方格", "Blind cells"),
     ("visits", "巡逻次数", "Visits"),
     ("revisit_mean_s", "平均复巡间隔 s", "Mean revisit s"),
@@ -193,18 +195,14 @@ async def search(
     Unprocessable
         For an empty query.
     """
-    q = text.strip()
-    if not q:
-        raise Unprocessable("q must not be empty", field="q")
-    pattern = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    terms = search_terms(text)
     query = SEARCH.format(
         area_scope=scope.where("a.code", with_grid_villages=True),
         grid_scope=scope.where("g.code", "g.code"),
     )
     params = {
         **scope.params(),
-        "like": f"%{pattern}%",
-        "prefix": f"{pattern}%" if q.isdigit() else None,
+        **terms,
         "layout": layout_id,
         "n": SEARCH_HITS,
     }

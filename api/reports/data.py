@@ -184,6 +184,8 @@ _RAW_COLUMNS = (
     "cells",
     "seen_cells",
     "coverage_pct",
+    "vehicle_coverage_pct",
+    "foot_coverage_pct",
     "dwell_h",
     "patrol_km",
     "fixes",
@@ -199,9 +201,11 @@ _RAW_COLUMNS = (
 def _units(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Metrics rows as a frame with the report's derived columns, China-local times."""
     frame = pd.DataFrame(rows, columns=list(_RAW_COLUMNS))
-    for key in ("coverage_pct", "dwell_h", "patrol_km", "last_patrol_age_h", "revisit_mean_s"):
+    shares = ("coverage_pct", "vehicle_coverage_pct", "foot_coverage_pct")
+    for key in (*shares, "dwell_h", "patrol_km", "last_patrol_age_h", "revisit_mean_s"):
         frame[key] = pd.to_numeric(frame[key], errors="coerce").astype(float)
-    frame["coverage_pct"] = frame["coverage_pct"].fillna(0.0)
+    for key in shares:
+        frame[key] = frame[key].fillna(0.0)
     frame["revisit_mean_h"] = frame.pop("revisit_mean_s") / 3600
     cells = frame["cells"].astype(float)
     frame["blind_pct"] = (100.0 * frame["blind_cells"] / cells.where(cells > 0)).fillna(0.0)

@@ -72,6 +72,8 @@ UNIT_COLUMNS = (
     Column("cells", "单元数", "Fine cells", "int"),
     Column("seen_cells", "已巡单元", "Cells seen", "int"),
     Column("coverage_pct", "覆盖率%", "Coverage %", "pct"),
+    Column("vehicle_coverage_pct", "车巡覆盖率%", "Vehicle coverage %", "pct"),
+    Column("foot_coverage_pct", "步巡覆盖率%", "Foot coverage %", "pct"),
     Column("patrol_km", "巡逻里程km", "Patrol km", "float1"),
     Column("dwell_h", "停留时长h", "Dwell h", "float1"),
     Column("fixes", "定位点", "Fixes", "int"),
