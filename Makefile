@@ -33,7 +33,7 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff format --check gis api tiles tests bench
 
 typecheck: $(STAMP) ## mypy
-	$(BIN)/mypy gis api tiles
+	$(BIN)/mypy gis api tiles bench
 
 pytest: $(STAMP) ## the test suite against a throwaway PostGIS
 	$(BIN)/pytest -q --durations=30

@@ -110,7 +110,9 @@ def _sample(points: list[tuple[float, float]], per_zoom: int, seed: int) -> list
     tiles: list[Tile] = []
     for z in ZOOMS:
         picks = rng.choice(len(points), size=min(per_zoom, len(points)), replace=False)
-        tiles += sorted({tile_at(*points[i], z) for i in picks}, key=lambda t: (t.x, t.y))
+        tiles += sorted(
+            {tile_at(points[i][0], points[i][1], z) for i in picks}, key=lambda t: (t.x, t.y)
+        )
     return tiles
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from api.protocols import jt808
+from api.protocols.jt808.header import Version
 
 PHONE = "013912345678"
 # a report with an unknown extra: the seed of every location message
@@ -67,7 +68,7 @@ def seed_packets(phone: str = PHONE) -> list[bytes]:
 
 
 def packets_of(
-    messages: list[jt808.Message], location: jt808.Location, phone: str, version: int
+    messages: list[jt808.Message], location: jt808.Location, phone: str, version: Version
 ) -> list[bytes]:
     """Each message as a packet (header + body, unescaped, without check code), then a batch
     of 12 ``location`` reports split into subpackages of 120 bytes."""
@@ -177,8 +178,8 @@ def fuzz_frames(rng: random.Random, packets: list[bytes], n: int) -> Iterator[by
         elif roll < 0.92:  # mutated on the wire (after escaping)
             yield mutate(rng, wire(packet))
         else:  # no delimiters at one or both ends
-            framed = wire(mutate(rng, packet))
-            yield framed[1:] if rng.random() < 0.5 else framed[1:-1]
+            bare = wire(mutate(rng, packet))
+            yield bare[1:] if rng.random() < 0.5 else bare[1:-1]
 
 
 @dataclass
