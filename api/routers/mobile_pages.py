@@ -116,6 +116,22 @@ def _app() -> str:
 <section id="m-app" hidden>
   <nav class="m-tabs" role="tablist" aria-label="网格员 Grid worker">{tabs}</nav>
   <div id="m-message" class="m-message" role="status" aria-live="polite"></div>
+  <section id="m-password-card" class="m-card" hidden>
+    <h2>设置密码 <small>Set your password</small></h2>
+    <p class="m-hint">您用一次性验证码登录。设置密码后，下次可直接用手机号和密码登录。<br>
+      <small>You signed in with a one-time code; set a password to sign in with next time.</small>
+    </p>
+    <form id="m-password-form" novalidate>
+      <label for="m-new-password">新密码（至少 8 位）<small>New password (8 or more)</small></label>
+      <input id="m-new-password" name="password" type="password" autocomplete="new-password"
+             minlength="8" maxlength="1024">
+      <label for="m-new-again">再输入一次 <small>Once more</small></label>
+      <input id="m-new-again" name="again" type="password" autocomplete="new-password"
+             maxlength="1024">
+      <div id="m-password-error" class="m-error" role="alert" hidden></div>
+      <button type="submit" class="m-primary">设置密码 Set password</button>
+    </form>
+  </section>
 
   <section id="m-pane-grid" class="m-pane" role="tabpanel" aria-labelledby="m-tab-grid">
     <div class="m-row"><label for="m-grid-pick">网格 <small>Grid</small></label>

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -248,7 +249,7 @@ def test_a_worker_patrols_reports_offline_and_the_console_gets_it_once(
     phone.wait("!document.getElementById('m-basemap-note').hidden")
     assert any("openstreetmap" in url for url in phone.run.blocked), phone.run.blocked[:3]
     facts = page.inner_text("#m-grid-facts")
-    for label in ("覆盖率", "车巡", "步巡", "户数", "我的最近打卡"):
+    for label in ("覆盖率", "车巡", "步巡", "户数", "最近打卡"):
         assert label in facts, facts
     data = page.evaluate("GPM.tabs.grid.data")
     assert data["grid"]["properties"]["code"] == worker["grid"]
@@ -266,7 +267,15 @@ def test_a_worker_patrols_reports_offline_and_the_console_gets_it_once(
     _touch_targets(page, "#m-patrol-toggle")
     page.click("#m-patrol-toggle")
     phone.wait("GPM.tabs.patrol.active !== null && GPM.tabs.patrol.fixes >= 1")
+    gap = range(8, 12)  # no signal for these steps: the fixes wait on the phone
     for i, (lon, lat) in enumerate(worker["walk"][1:], start=2):
+        if i == gap.start:
+            phone.context.set_offline(True)
+        if i == gap.stop:
+            assert page.evaluate("GPM.state.queued.fixes") >= 1
+            assert "定位 fixes" in page.inner_text("#m-queue")
+            page.screenshot(path=str(OUTPUT / "mobile-patrol-offline.png"))
+            phone.context.set_offline(False)
         phone.context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 8})
         phone.wait(f"GPM.tabs.patrol.fixes >= {i}")
         page.wait_for_timeout(600)  # a walker's pace: ≤ 10 m in 0.6 s between readings
@@ -306,7 +315,7 @@ def test_a_worker_patrols_reports_offline_and_the_console_gets_it_once(
     page.click("#m-grid-refresh")
     phone.wait("GPM.tabs.grid.data && GPM.tabs.grid.data.coverage.foot_share > 0")
     assert page.inner_text("[data-fact=foot] dd").strip() != "0 %"
-    assert "无 none" not in page.inner_text("[data-fact=checkin] dd")
+    _contains(page.inner_text("[data-fact=checkin] dd"), f"{recorded} 定位", worker["name"])
     page.screenshot(path=str(OUTPUT / "mobile-grid-foot-coverage.png"))
 
     # ---- offline: report an event with a photo; it waits on the phone ---------------------------
@@ -530,3 +539,108 @@ def test_bad_input_gets_clear_messages(
     phone.wait(f"document.querySelector('.m-report-failed[data-client=\"{refused}\"]') === null")
     errors = [e for e in phone.run.errors if "the server responded with a status of 4" not in e]
     assert errors == [], errors
+
+
+def test_the_worker_signs_in_with_a_one_time_code_and_sets_a_password(
+    worker: dict[str, Any], patrol: dict[str, Any], demo: str, live_server: str, phone: Phone
+) -> None:
+    """A new worker has no password: the code the township's dispatcher prints works once, and
+    signed in with it the page offers to set one."""
+    _db(
+        demo, "UPDATE staff SET password_hash = NULL WHERE id = %s RETURNING id", worker["staff_id"]
+    )
+    issued = httpx.post(
+        f"{live_server}/api/v1/staff/{worker['staff_id']}/sign-in-code",
+        headers=auth(patrol["dispatcher"]),
+        timeout=30,
+    )
+    assert issued.status_code == 200, issued.text
+    code = issued.json()["code"]
+    page = phone.page
+    page.goto(f"{live_server}/m/", wait_until="load")
+    phone.wait("window.GPM && !document.getElementById('m-signin').hidden")
+    page.fill("#m-phone", worker["phone"])
+    page.check("#m-signin-form input[name=how][value=code]")
+    assert page.locator("#m-password").is_hidden()
+    page.fill("#m-code", code)
+    page.click("#m-signin-form button[type=submit]")
+    page.wait_for_load_state("load")
+    phone.wait("window.GPM && GPM.me && !document.getElementById('m-app').hidden")
+    phone.wait("!document.getElementById('m-password-card').hidden")
+    page.screenshot(path=str(OUTPUT / "mobile-code-sign-in.png"))
+    page.fill("#m-new-password", "short")
+    page.fill("#m-new-again", "short")
+    page.click("#m-password-form button[type=submit]")
+    phone.wait("!document.getElementById('m-password-error').hidden")
+    assert "至少 8 位" in page.inner_text("#m-password-error")
+    page.fill("#m-new-password", PASSWORD)
+    page.fill("#m-new-again", PASSWORD)
+    page.click("#m-password-form button[type=submit]")
+    phone.wait("document.getElementById('m-password-card').hidden")
+    assert "密码已设置" in page.inner_text("#m-message")
+    # the code worked once
+    again = httpx.post(
+        f"{live_server}/m/signin",
+        data={"phone": worker["phone"], "code": code, "next": "/m/"},
+        headers={"Origin": live_server, "Sec-Fetch-Site": "same-origin"},
+        timeout=30,
+    )
+    assert again.status_code == 401, again.status_code
+    errors = [e for e in phone.run.errors if "status of 4" not in e]
+    assert errors == [], errors
+
+
+def test_offline_the_page_opens_from_the_phone_with_the_last_grid(
+    worker: dict[str, Any], live_server: str, phone: Phone
+) -> None:
+    """The service worker keeps the shell and the last grid data: with no network at all the
+    page opens again, signed in, the grid drawn from what was kept and saying so."""
+    page = phone.page
+    phone.sign_in(worker["phone"], PASSWORD)
+    phone.wait("window.GPM && GPM.me && GPM.tabs.grid.loads >= 1")
+    phone.wait("navigator.serviceWorker.controller !== null")
+    page.click("#m-grid-refresh")  # fetched again through the worker, which keeps it
+    phone.wait("GPM.tabs.grid.loads >= 2")
+    phone.context.set_offline(True)
+    page.reload(wait_until="load")
+    phone.wait("window.GPM && GPM.me && !document.getElementById('m-app').hidden")
+    phone.wait("GPM.tabs.grid.loads >= 1 && GPM.tabs.grid.view.counts.grid === 1")
+    assert page.locator("#m-map path.m-grid-outline").count() >= 1
+    assert "离线副本" in page.inner_text("#m-offline-data")
+    assert "离线" in page.inner_text("#m-net")
+    page.screenshot(path=str(OUTPUT / "mobile-offline-reload.png"))
+    phone.context.set_offline(False)
+
+
+def test_the_grid_popup_shows_the_workers_last_check_in(
+    worker: dict[str, Any], patrol: dict[str, Any], demo: str, chromium: Chromium
+) -> None:
+    """On the colour grid map, a grid's popup gives its worker's last foot-patrol check-in."""
+    last = _db(
+        demo,
+        "SELECT max(coalesce(last_fix_at, started_at)) FROM patrol "
+        "WHERE grid_codes @> ARRAY[%s]::text[]",
+        worker["grid"],
+    )[0][0]
+    run = chromium.open("/maps/coverage", patrol["viewer"])
+    page = run.page
+    page.wait_for_function("window.GP && GP.map() && GP.cfg().layout", timeout=WAIT_MS)
+    page.evaluate(
+        "code => GP.openGrid({code: code, village_code: code.substring(0, 12), coverage_pct: 0, "
+        "visits: 0, blind_cells: 0, cells: 0, patrol_km: 0, dwell_h: 0}, GP.map().getCenter())",
+        worker["grid"],
+    )
+    page.wait_for_function(
+        "document.querySelector('.leaflet-popup-content') && document.querySelector("
+        "'.leaflet-popup-content').textContent.indexOf('最近打卡') >= 0 && "
+        "document.querySelector('.leaflet-popup-content').textContent.indexOf('…') < 0",
+        timeout=WAIT_MS,
+    )
+    text = page.inner_text(".leaflet-popup-content")
+    if last is None:
+        assert "无 none" in text, text
+    else:
+        china = (last.astimezone(UTC) + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M:%S")
+        assert china in text, (china, text)
+    run.screenshot("mobile-grid-popup-last-check-in")
+    assert run.errors == [], run.errors

@@ -143,6 +143,7 @@
       Object.keys(M.tabs).forEach(function (k) { M.tabs[k].start(me); });
       setInterval(poll, POLL_MS);
     }
+    M.show('m-password-card', me.has_password === false);
     M.select((location.hash || '').replace('#', '') || 'grid');
     M.flushSoon();
     M.changed();
@@ -198,6 +199,25 @@
     });
   }
 
+  /* signed in with a one-time code: the worker sets a password for next time */
+  function wirePassword() {
+    var form = M.$('m-password-form');
+    form.addEventListener('submit', function (e) {
+      e.preventDefault();
+      var first = form.password.value, again = form.again.value;
+      var box = M.$('m-password-error');
+      var fail = function (text) { box.hidden = false; box.textContent = text; };
+      if (first.length < 8) { fail('密码至少 8 位 at least 8 characters'); return; }
+      if (first !== again) { fail('两次输入不一致 the two entries differ'); return; }
+      box.hidden = true;
+      M.send(M.API + '/password', {method: 'PUT', json: {password: first}}).then(function () {
+        M.me.has_password = true;
+        M.show('m-password-card', false);
+        M.say('密码已设置，下次可用密码登录 password set: sign in with it next time', 'ok');
+      }, function (err) { fail(M.errorText(err)); });
+    });
+  }
+
   function registerWorker() {
     if (!('serviceWorker' in navigator)) { return; }
     navigator.serviceWorker.register('/m/sw.js', {scope: '/m/'}).then(function () {
@@ -223,6 +243,7 @@
     window.addEventListener('offline', netChanged);
     netChanged();
     wireSignin();
+    wirePassword();
     registerWorker();
     if (M.cfg.signinError) { showSignin(null); return; }
     M.loadMe();

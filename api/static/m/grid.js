@@ -45,10 +45,11 @@
            esc(((data.blind_spots && data.blind_spots.features) || []).length)) +
       fact('alerts', '报警点', 'Alarm points',
            esc(((data.alert_points && data.alert_points.features) || []).length)) +
-      fact('checkin', '我的最近打卡', 'My last check-in', last ?
+      fact('checkin', '最近打卡', 'Last check-in', last ?
            esc(M.time(last.started_at)) + ' → ' + esc(last.ended_at ? M.time(last.ended_at)
                                                       : '进行中 ongoing') +
-           ' · ' + esc(last.fixes) + ' 定位 fixes' : '无 none yet');
+           ' · ' + esc(last.fixes) + ' 定位 fixes' +
+           (last.staff_name ? ' · ' + esc(last.staff_name) : '') : '无 none yet');
     var vehicles = data.vehicles || [];
     M.$('m-vehicles').innerHTML = vehicles.map(function (v) {
       return '<li class="m-vehicle" data-device="' + esc(v.device_id) + '"><b>' +

@@ -82,8 +82,8 @@
     return M.db.put('outbox', item).then(function () { M.flushSoon(); return item; });
   };
 
-  M.startPatrol = function () {
-    var item = {client_id: M.uuid(), type: 'patrol', staff_id: M.me.staff_id,
+  M.startPatrol = function (gridCode) {
+    var item = {client_id: M.uuid(), type: 'patrol', staff_id: M.me.staff_id, grid_code: gridCode,
                 created_at: new Date().toISOString(), started_at: new Date().toISOString(),
                 id: null, stop_at: null, stopped: false, sent: 0, rejected: 0, reasons: {}};
     return M.db.put('outbox', item).then(function () { M.flushSoon(); return item; });
@@ -157,8 +157,10 @@
   }
 
   function sendPatrol(p) {
+    var body = {client_id: p.client_id, at: p.started_at};  // when start was pressed
+    if (p.grid_code) { body.grid_code = p.grid_code; }
     var started = p.id ? Promise.resolve() : M.send(API + '/patrols', {
-      method: 'POST', json: {client_id: p.client_id}
+      method: 'POST', json: body
     }).then(function (r) {
       return save(p, function (x) {
         x.id = r.body.id;

@@ -86,7 +86,9 @@
 
   tab.toggle = function () {
     if (!tab.active) {
-      return M.startPatrol().then(function (p) {
+      var code = M.tabs.grid.code;
+      var mine = M.me.grids.some(function (g) { return g.code === code; });
+      return M.startPatrol(mine ? code : null).then(function (p) {
         tab.active = p;
         tab.fixes = 0;
         tab.track = [];
