@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 
 from api.coverage import materialize
 from api.coverage.update import CoverageUpdater
+from api.db import like_escape
 from api.dispatch import OPEN
 from api.dispatch.incidents import incident_scope
 from api.layouts import active_layout
@@ -209,8 +210,7 @@ DEVICE_COUNT = sql.SQL(
 def _like(text: str | None) -> str | None:
     if not text or not text.strip():
         return None
-    escaped = text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return f"%{like_escape(text.strip())}%"
 
 
 async def device_list(

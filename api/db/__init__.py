@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from api.db.cluster import ClusterError, EmbeddedCluster
+from api.errors import Unprocessable
 from api.settings import Settings
 
 
@@ -48,3 +49,24 @@ def check_reachable(url: str) -> None:
 
 
 __all__ = ["ClusterError", "EmbeddedCluster", "check_reachable", "cluster_for", "database_url"]
+
+
+def like_escape(text: str) -> str:
+    """``text`` with LIKE's wildcards (``%``, ``_``) and escape character taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search_terms(text: str) -> dict[str, str | None]:
+    """The query parameters of a search box: ``q`` (stripped), ``like`` (contains, literal) and
+    ``prefix`` (starts with, for an all-digit code; else None).
+
+    Raises
+    ------
+    Unprocessable
+        For an empty query.
+    """
+    q = text.strip()
+    if not q:
+        raise Unprocessable("q must not be empty", field="q")
+    pattern = like_escape(q)
+    return {"q": q, "like": f"%{pattern}%", "prefix": f"{pattern}%" if q.isdigit() else None}

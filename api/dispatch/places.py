@@ -9,7 +9,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from api.errors import Unprocessable
+from api.db import search_terms
 from api.scope import Scope
 
 PLACES = sql.SQL(
@@ -52,10 +52,7 @@ async def search_places(
     Unprocessable
         For an empty query.
     """
-    q = text.strip()
-    if not q:
-        raise Unprocessable("q must not be empty", field="q")
-    pattern = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    terms = search_terms(text)
     query = PLACES.format(
         village_scope=scope.where("a.code", with_grid_villages=True),
         grid_scope=scope.where("g.code", "g.code"),
@@ -66,9 +63,7 @@ async def search_places(
             query,
             {
                 **scope.params(),
-                "q": q,
-                "like": f"%{pattern}%",
-                "prefix": f"{pattern}%" if q.isdigit() else None,
+                **terms,
                 "n": limit,
             },
         )
