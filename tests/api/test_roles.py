@@ -26,6 +26,11 @@ PUBLIC = {
     "/",  # the front door: the sign-in form, or the home page of a session
     "/signin",  # the front door's form (api/routers/home.py)
     "/signout",  # checks the page's CSRF value itself
+    "/m",  # the grid worker's phone page: redirects to /m/
+    "/m/",  # one shell for everyone; its data comes from /api/v1/m (role worker)
+    "/m/sw.js",  # the phone page's service worker script
+    "/m/signin",  # the phone page's sign-in form (api/routers/mobile.py)
+    "/m/signout",  # checks the page's CSRF value itself
 }
 # plausible values for path parameters, so routing reaches the auth dependency
 PATH_VALUES = {"code": "152502000000", "name": "nobody", "id": "1", "layer": "grids"}
