@@ -30,6 +30,19 @@ class DatabaseSettings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "GRIDPATROL_DB_URL"),
         description="External database; when set no embedded cluster is managed.",
     )
+    read_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_READ_URL", "GRIDPATROL_DB_READ_URL"),
+        description="a streaming replica of the database for reads that may lag (tiles, "
+        "coverage figures, reports); unset: everything reads the primary",
+    )
+    read_wait_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=30,
+        description="after writing what a read needs, wait at most this long for the replica to "
+        "replay it, else that read goes to the primary",
+    )
     data_dir: Path = Field(default=Path("var/pg"), description="Embedded cluster data directory.")
     port: int = Field(default=5433, ge=1, le=65535, description="Embedded cluster TCP port.")
     name: str = Field(default="gridpatrol", description="Database name in the embedded cluster.")
@@ -315,7 +328,7 @@ class MobileSettings(BaseSettings):
     max_photos: int = Field(default=3, ge=0, le=10, description="photos per report")
     photo_max_mb: float = Field(default=2.0, gt=0, le=20, description="one photo's bytes")
     photo_max_pixels: int = Field(
-        default=40_000_000, gt=0, description="one photo's width × height (decompression bombs)"
+        default=16_000_000, gt=0, description="one photo's width × height (decompression bombs)"
     )
     max_fixes: int = Field(default=500, ge=1, le=5000, description="fixes per request")
 

@@ -25,6 +25,8 @@ from typer.testing import CliRunner
 
 from api.cli import app as cli
 from api.dispatch.escalation import escalate_due
+from api.errors import Unprocessable, UnsupportedMediaType
+from api.mobile.photos import check_image
 from api.ratelimit import RateLimiter, SignInLimiter
 from api.scope import Scope
 from api.settings import DispatchSettings
@@ -736,3 +738,15 @@ def test_tasks_drive_the_dispatch_workflow_and_refuse_wrong_steps(
         (str(incident),),
     ).fetchone()
     assert audit == (worker,)
+
+
+def test_a_photo_is_judged_by_its_content_within_a_pixel_cap() -> None:
+    webp = check_image(_image("WEBP"), name="photo 1", max_pixels=16_000_000)
+    assert (webp.content_type, webp.width, webp.height) == ("image/webp", 64, 48)
+    bomb = _image("PNG", (5000, 4000))  # small on the wire, 20 million pixels decoded
+    assert len(bomb) < 2 * 1024 * 1024
+    with pytest.raises(Unprocessable, match="5000×4000 pixels") as refused:
+        check_image(bomb, name="photo 1", max_pixels=16_000_000)
+    assert refused.value.extra["field"] == "photo"
+    with pytest.raises(UnsupportedMediaType, match="not an image"):
+        check_image(b"%PDF-1.4 not a photo", name="photo 2", max_pixels=16_000_000)
