@@ -435,8 +435,7 @@ def test_a_worker_patrols_reports_offline_and_the_console_gets_it_once(
         demo, "SELECT status, accepted_at IS NOT NULL FROM incident WHERE id = %s", incident
     )
     assert final == [("cleared", True)], final
-    page.click("#m-tab-report")
-    page.evaluate("GPM.tabs.report.refresh()")
+    page.click("#m-tab-report")  # the tab shows my reports' statuses as they are now
     phone.wait(
         f"document.querySelector('#m-reports .m-report-sent[data-id=\"{incident}\"]')"
         ".classList.contains('m-st-cleared')"
@@ -466,7 +465,15 @@ def test_a_worker_cannot_open_another_grid(
     # the worker's own grid is still theirs
     page.select_option("#m-grid-pick", worker["grid"])
     phone.wait("GPM.tabs.grid.data && document.getElementById('m-grid-error').hidden")
-    errors = [e for e in phone.run.errors if "status of 404" not in e]
+    # signing out ends the session and forgets the kept data; the form again
+    page.click("#m-signout button")
+    page.wait_for_load_state("load")
+    phone.wait("window.GPM && !document.getElementById('m-signin').hidden")
+    kept = page.evaluate("caches.has('gp-m-data')")
+    assert kept is False
+    status = page.evaluate("fetch('/api/v1/m/me').then(r => r.status)")
+    assert status == 401
+    errors = [e for e in phone.run.errors if "status of 404" not in e and "status of 401" not in e]
     assert errors == [], errors
 
 

@@ -192,10 +192,14 @@
       (how() === 'code' ? M.$('m-password') : M.$('m-code')).disabled = true;
     });
     toggle();
-    M.$('m-signout').addEventListener('submit', function () {
-      // what the phone kept of this worker is not for the next one to see
-      if (window.caches) { caches.delete('gp-m-data'); }
-      M.db.del('kv', 'me');
+    var out = M.$('m-signout');
+    out.addEventListener('submit', function (e) {
+      if (out.getAttribute('data-forgot')) { return; }
+      e.preventDefault();
+      // what the phone kept of this worker is not for the next one to see; then sign out
+      Promise.all([window.caches ? caches.delete('gp-m-data') : null, M.db.del('kv', 'me')])
+        .catch(function () { return null; })
+        .then(function () { out.setAttribute('data-forgot', '1'); out.submit(); });
     });
   }
 

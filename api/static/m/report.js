@@ -245,6 +245,7 @@
     }
     tab.view.shown();
     if (M.tabs.grid.data) { tab.view.fit(); }
+    tab.poll();  // the statuses as they are now (then every POLL_MS while the page is open)
     if (where() === 'phone') { locate(); } else { describePlace(); }
   };
 }());
