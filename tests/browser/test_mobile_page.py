@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -597,11 +597,13 @@ def test_the_worker_signs_in_with_a_one_time_code_and_sets_a_password(
     assert errors == [], errors
 
 
-def test_offline_the_page_opens_from_the_phone_with_the_last_grid(
-    worker: dict[str, Any], live_server: str, phone: Phone
+def test_offline_the_page_opens_from_the_phone_and_keeps_what_is_made(
+    worker: dict[str, Any], live_server: str, demo: str, phone: Phone
 ) -> None:
     """The service worker keeps the shell and the last grid data: with no network at all the
-    page opens again, signed in, the grid drawn from what was kept and saying so."""
+    page opens again, signed in, the grid drawn from what was kept and saying so. A patrol and
+    a report made offline survive the page being closed and reopened, and go once the signal
+    returns (the patrol with the time its start was pressed)."""
     page = phone.page
     phone.sign_in(worker["phone"], PASSWORD)
     phone.wait("window.GPM && GPM.me && GPM.tabs.grid.loads >= 1")
@@ -616,7 +618,51 @@ def test_offline_the_page_opens_from_the_phone_with_the_last_grid(
     assert "离线副本" in page.inner_text("#m-offline-data")
     assert "离线" in page.inner_text("#m-net")
     page.screenshot(path=str(OUTPUT / "mobile-offline-reload.png"))
+
+    # still offline: a patrol started, three readings, a report — all kept on the phone
+    page.click("#m-tab-patrol")
+    page.click("#m-patrol-toggle")
+    pressed = datetime.now(UTC)
+    phone.wait("GPM.tabs.patrol.fixes >= 1")
+    for i, (lon, lat) in enumerate(worker["walk"][1:3], start=2):
+        page.wait_for_timeout(600)  # a walker's pace
+        phone.context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 8})
+        phone.wait(f"GPM.tabs.patrol.fixes >= {i}")
+    patrol_client = page.evaluate("GPM.tabs.patrol.active.client_id")
+    page.click("#m-tab-report")
+    text = f"离线上报 {uuid.uuid4().hex[:8]}"
+    page.select_option("#m-kind", index=1)
+    page.fill("#m-text", text)
+    phone.wait("GPM.tabs.report.phoneFix !== null")
+    page.click("#m-report-send")
+    phone.wait("document.querySelectorAll('#m-reports .m-report-queued').length === 1")
+    # the phone closes the page and opens it again, still without signal: nothing is lost
+    page.reload(wait_until="load")
+    phone.wait("window.GPM && GPM.me && !document.getElementById('m-app').hidden")
+    phone.wait("GPM.state.queued && GPM.state.queued.reports === 1")
+    phone.wait(f"GPM.tabs.patrol.active && GPM.tabs.patrol.active.client_id === {patrol_client!r}")
+    waiting = page.evaluate("GPM.state.queued.fixes")
+    assert waiting >= 3, waiting
+    assert _db(demo, "SELECT id FROM patrol WHERE client_id = %s", patrol_client) == []
+    assert _db(demo, "SELECT id FROM incident WHERE description = %s", text) == []
+    page.screenshot(path=str(OUTPUT / "mobile-offline-queue.png"))
+
+    # the signal returns: the patrol (started when it was pressed), its fixes and the report go
     phone.context.set_offline(False)
+    phone.wait("GPM.state.queued.reports === 0 && GPM.state.queued.fixes === 0")
+    patrols = _db(demo, "SELECT started_at, fixes FROM patrol WHERE client_id = %s", patrol_client)
+    assert len(patrols) == 1, patrols
+    started_at, fixes = patrols[0]
+    assert abs((started_at - pressed).total_seconds()) < 5, (started_at, pressed)
+    assert fixes >= 3, fixes
+    assert len(_db(demo, "SELECT id FROM incident WHERE description = %s", text)) == 1
+    page.click("#m-tab-patrol")
+    page.click("#m-patrol-toggle")
+    phone.wait("GPM.tabs.patrol.active === null")
+    phone.wait("GPM.pending().then(p => p.patrols.length === 0)")  # the stop was answered
+    ended = _db(demo, "SELECT ended_at IS NOT NULL FROM patrol WHERE client_id = %s", patrol_client)
+    assert ended == [(True,)], ended
+    assert phone.run.errors == [], phone.run.errors
 
 
 def test_the_grid_popup_shows_the_workers_last_check_in(
