@@ -77,6 +77,7 @@ def create_app(
                 running.tokens,
                 running.coverage,
             )
+            state.reads = running.reads
             state.ingestor, state.writer = running.ingestor, running.writer
             state.osmand, state.dispatch = running.osmand, running.dispatch
             state.jt808 = running.terminals  # the local 808 server, or the relay to ingest

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from api.db.reads import Reads
 from api.errors import PayloadTooLarge
 from api.settings import Settings
 
@@ -20,6 +21,12 @@ SPOOL_BYTES = 1024 * 1024  # an upload past this goes to a temporary file while 
 def get_pool(request: Request) -> AsyncConnectionPool:
     pool: AsyncConnectionPool = request.app.state.pool
     return pool
+
+
+def get_reads(request: Request) -> Reads:
+    """Where reads that may lag go (a replica under ``DATABASE_READ_URL``; ``api.db.reads``)."""
+    reads: Reads = request.app.state.reads
+    return reads
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -35,6 +42,7 @@ async def get_conn(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
 
 
 Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
+ReadPool = Annotated[Reads, Depends(get_reads)]
 Conn = Annotated[AsyncConnection[Any], Depends(get_conn)]
 AppSettings = Annotated[Settings, Depends(get_settings_dep)]
 

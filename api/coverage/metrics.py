@@ -10,6 +10,7 @@ last ``blind_spot_days`` of the window.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from psycopg.rows import dict_row
 
 from api.coverage import materialize
 from api.coverage.update import CoverageUpdater
+from api.db.reads import Reads
 from api.errors import Unprocessable
 from api.layouts import get_layout
 from api.scope import Scope
@@ -134,8 +136,12 @@ async def unit_metrics(
     window: Window,
     *,
     level: str = "grid",
+    reads: Reads | None = None,
 ) -> dict[str, Any]:
-    """Coverage per unit of ``level`` for the layout over the window (JSON-ready dict)."""
+    """Coverage per unit of ``level`` for the layout over the window (JSON-ready dict).
+
+    Missing ``grid_visit`` days are built on ``conn`` (the primary); the figures are read
+    through ``reads`` when given (a replica that has replayed those days, ``api.db.reads``)."""
     if level not in LEVEL_DIGITS:
         raise Unprocessable(f"level must be one of {', '.join(LEVEL_DIGITS)}", field="level")
     layout = await get_layout(conn, scope, layout_id)  # 404 outside the scope
@@ -153,14 +159,16 @@ async def unit_metrics(
         "gap": int(updater.settings.visit_gap_s * 1e6),
     }
     query = UNIT_METRICS.format(scope=scope.where("g.code", "g.code"), **_PARTS)
-    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        # JIT compiling this query costs ≈ 0.5 s, more than it saves (league, 7 days: 1.18 s
-        # with, 0.85 s without); the visit sort fits in memory with a little more work_mem
-        await cur.execute("SET LOCAL jit = off")
-        await cur.execute("SET LOCAL work_mem = '64MB'")
-        await cur.execute(query, params)
-        rows = await cur.fetchall()
-    facts = await _window_facts(conn, window)
+    reading = reads.connection(after=conn if built else None) if reads else nullcontext(conn)
+    async with reading as rconn:
+        async with rconn.transaction(), rconn.cursor(row_factory=dict_row) as cur:
+            # JIT compiling this query costs ≈ 0.5 s, more than it saves (league, 7 days: 1.18 s
+            # with, 0.85 s without); the visit sort fits in memory with a little more work_mem
+            await cur.execute("SET LOCAL jit = off")
+            await cur.execute("SET LOCAL work_mem = '64MB'")
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+        facts = await _window_facts(rconn, window)
     return {
         "layout": {k: layout[k] for k in ("id", "name", "purpose", "status", "area_code")},
         "level": level,

@@ -199,24 +199,34 @@ class EmbeddedCluster:
             raise ClusterError(
                 f"port {self.port} is busy; choose another with GRIDPATROL_DB_PORT=…"
             )
+        self._pg_ctl_start(timeout)
+        self.ensure_database()
+
+    def start_replica_of(self, primary_url: str, *, timeout: float = 120.0) -> None:
+        """Make this (empty) data directory a hot-standby streaming replica of ``primary_url``
+        (``pg_basebackup -R``: a superuser or replication role) and start it — what
+        ``DATABASE_READ_URL`` may point at. Its password file comes with the copy."""
+        if self.initialized:
+            raise ClusterError(f"{self.data_dir} already holds a cluster")
+        if not port_is_free(self.port):
+            raise ClusterError(f"port {self.port} is busy")
+        self._prepare_dir()
         self._run(
             [
-                "pg_ctl",
-                "start",
+                "pg_basebackup",
                 "-D",
                 str(self.data_dir),
-                "-l",
-                str(self.log_path),
-                "-w",
-                "-t",
-                str(int(timeout)),
-                "-o",
-                f"-p {self.port}",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-d",
+                primary_url,
             ],
             check=True,
         )
-        self._wait_ready(timeout)
-        self.ensure_database()
+        self._pg_ctl_start(timeout)
 
     def stop(self, *, mode: str = "fast") -> bool:
         """Stop the server; returns False when it was not running."""
@@ -245,6 +255,25 @@ class EmbeddedCluster:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _pg_ctl_start(self, timeout: float) -> None:
+        self._run(
+            [
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-o",
+                f"-p {self.port}",
+            ],
+            check=True,
+        )
+        self._wait_ready(timeout)
+
     def _run(self, argv: list[str], *, check: bool) -> subprocess.CompletedProcess[str]:
         binary = str(find_bindir() / argv[0])
         cmd = [binary, *argv[1:]]

@@ -27,14 +27,18 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api import reports
+from api.coverage import materialize
 from api.coverage.metrics import Window
 from api.coverage.update import CoverageUpdater
+from api.db.reads import Reads
 from api.errors import NotFound
+from api.layouts import get_layout
 from api.reports.render import Rendered
 from api.scope import Scope
 from api.settings import CoverageSettings
@@ -315,8 +319,11 @@ RETURNING id, params, attempts
 class ReportWorker:
     """Builds queued report jobs (one at a time per worker process)."""
 
-    def __init__(self, pool: AsyncConnectionPool, updater: CoverageUpdater) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, updater: CoverageUpdater, reads: Reads | None = None
+    ) -> None:
         self.pool, self.updater = pool, updater
+        self.reads = reads or Reads(pool)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self, max_jobs: int = 5) -> int:
@@ -345,21 +352,38 @@ class ReportWorker:
         beat = asyncio.create_task(self._heartbeat(job_id, progress))
         try:
             async with self.pool.connection() as conn:
-                rendered = await reports.build(
-                    conn,
-                    self.updater,
-                    spec.scope,
-                    spec.layout_id,
-                    spec.window,
-                    level=spec.level,
-                    fmt=spec.fmt,
-                    progress=progress,
+                # what the report needs written (grid_visit days of a layout not kept current)
+                # is written on the primary; the report is read where reads go (a replica that
+                # has replayed it, api.db.reads)
+                await get_layout(conn, spec.scope, spec.layout_id)  # 404 outside the scope
+                await materialize.ensure(
+                    conn, self.updater, spec.layout_id, spec.window.first, spec.window.last
                 )
+                try:
+                    async with self.reads.connection(after=conn) as rconn:
+                        rendered = await self._render(rconn, spec, progress)
+                except psycopg.errors.ReadOnlySqlTransaction:
+                    # a day that came meanwhile wanted building: the primary builds it all
+                    rendered = await self._render(conn, spec, progress)
         except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason
             log.warning("report job %d failed: %r", job_id, exc)
             await self._finish(job_id, error=str(exc)[:500] or type(exc).__name__, beat=beat)
             return
         await self._finish(job_id, rendered=rendered, beat=beat)
+
+    async def _render(
+        self, conn: AsyncConnection[Any], spec: ReportSpec, progress: JobProgress
+    ) -> Rendered:
+        return await reports.build(
+            conn,
+            self.updater,
+            spec.scope,
+            spec.layout_id,
+            spec.window,
+            level=spec.level,
+            fmt=spec.fmt,
+            progress=progress,
+        )
 
     async def _heartbeat(self, job_id: int, progress: JobProgress) -> None:
         while True:

@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import layout_ops
 from api.auth import SYSTEM
 from api.coverage.update import CoverageUpdater
+from api.db.reads import Reads
 from api.dispatch.escalation import DispatchTicker
 from api.ingest import partitions
 from api.reports.jobs import ReportWorker, cleanup
@@ -29,8 +30,10 @@ def start_jobs(
     pool: AsyncConnectionPool,
     updater: CoverageUpdater,
     ticker: DispatchTicker,
+    reads: Reads | None = None,
 ) -> Periodic:
-    """Start the jobs; ``url`` is for the dedicated connection holding the job locks."""
+    """Start the jobs; ``url`` is for the dedicated connection holding the job locks; reports
+    read through ``reads`` (a replica, when there is one)."""
     periodic = Periodic(AdvisoryLocks(url))
 
     async def partitions_ahead() -> None:
@@ -51,7 +54,7 @@ def start_jobs(
         async with pool.connection() as conn:
             await ticker.tick(conn)
 
-    reports = ReportWorker(pool, updater)
+    reports = ReportWorker(pool, updater, reads)
 
     async def report_jobs() -> None:  # every worker builds; claims share the queue out
         await reports.run()

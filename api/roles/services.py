@@ -7,11 +7,13 @@ api       the connection pool, the token store (LISTEN for token changes), the `
           the batch/file upload routes (they store in the request's own transaction), a
           ``CoverageUpdater`` for reads (materialising a layout's stale days), and — when no
           808 server runs here — ``RemoteTerminals``, relaying commands to the ingest process
-          that holds the terminal (``api.roles.relay``)
+          that holds the terminal (``api.roles.relay``); a replica pool when
+          ``DATABASE_READ_URL`` is set (``api.db.reads``)
 ingest    the OsmAnd and JT/T 808 listeners (``SO_REUSEPORT``: start several), the group-commit
           writer, and the ``CommandOwner`` that sends relayed commands to terminals held here
 worker    the periodic jobs (``api.roles.jobs``): coverage update, dispatch escalation and
-          webhook, scheduled layout switches, partitions ahead
+          webhook, scheduled layout switches, partitions ahead, reports (these read on the
+          replica when there is one)
 ========  ======================================================================================
 """
 
@@ -29,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.auth import TokenStore
 from api.coverage.update import CoverageUpdater
+from api.db.reads import Reads
 from api.dispatch.escalation import DispatchTicker
 from api.ingest.store import Ingestor
 from api.ingest.writer import GroupWriter
@@ -99,6 +102,7 @@ class Services:
 
     pool: AsyncConnectionPool
     coverage: CoverageUpdater
+    reads: Reads
     tokens: TokenStore | None = None
     ingestor: Ingestor | None = None
     writer: GroupWriter | None = None
@@ -123,7 +127,16 @@ async def running(
         pool = make_pool(url, settings)
         await pool.open(wait=True, timeout=30)
         stack.push_async_callback(pool.close)
-        services = Services(pool=pool, coverage=CoverageUpdater(settings.coverage))
+        replica = None
+        if settings.db.read_url and (API in roles or WORKER in roles):
+            replica = make_pool(tagged(settings.db.read_url, roles), settings)
+            await replica.open(wait=False)  # a replica down at start: reads use the primary
+            stack.push_async_callback(replica.close)
+        services = Services(
+            pool=pool,
+            coverage=CoverageUpdater(settings.coverage),
+            reads=Reads(pool, replica, wait_s=settings.db.read_wait_s),
+        )
         if API in roles:
             services.tokens = TokenStore(pool, ttl=settings.api.token_cache_seconds, listen_url=url)
             await services.tokens.start()  # LISTEN for token changes from every process
@@ -141,7 +154,7 @@ async def running(
         if WORKER in roles:
             services.dispatch = DispatchTicker(settings.dispatch)
             services.periodic = start_jobs(
-                settings, url, pool, services.coverage, services.dispatch
+                settings, url, pool, services.coverage, services.dispatch, services.reads
             )
             stack.push_async_callback(services.periodic.stop)
         if INGEST in roles:

@@ -12,7 +12,7 @@ from api import admin_areas, layouts
 from api.auth import Admin, Viewer
 from api.coverage import metrics, spots, vehicles, view
 from api.coverage.update import CoverageUpdater
-from api.deps import AppSettings, Conn
+from api.deps import AppSettings, Conn, get_reads
 from api.errors import NotFound, Unprocessable
 from api.responses import GeoJSONResponse
 from api.scope import Scope
@@ -77,6 +77,7 @@ async def coverage(
         layout_id,
         window(first, last, settings),
         level=level,
+        reads=get_reads(request),
     )
     if format == "json":
         return body

@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 
 from api.auth import Viewer
 from api.coverage import metrics, view
-from api.deps import AppSettings, Conn
+from api.deps import AppSettings, Conn, get_reads
 from api.errors import NotFound
 from api.layouts import active_layout, get_layout, list_layouts
 from api.routers.coverage import updater
@@ -90,7 +90,7 @@ async def _view(
         conn, scope, settings, layout=layout, first=first, last=last, area=area
     )
     body = await metrics.unit_metrics(
-        conn, updater(request), cut, details["id"], window, level=level
+        conn, updater(request), cut, details["id"], window, level=level, reads=get_reads(request)
     )
     return body, cut, details
 

@@ -29,7 +29,7 @@ from api.auth import Principal, RequireRole, bearer_token
 from api.coverage import materialize
 from api.coverage.metrics import Window
 from api.coverage.update import CoverageUpdater
-from api.deps import AppSettings, Conn
+from api.deps import AppSettings, Conn, ReadPool
 from api.errors import BadRequest, NotFound, Unauthorized, Unprocessable
 from api.layouts import active_layout, get_layout
 from api.positions import device_in_scope
@@ -45,6 +45,7 @@ from tiles.tilemath import Tile, TileRangeError
 MVT = "application/vnd.mapbox-vector-tile"
 PUBLIC = Principal(name="public", role="viewer", scope=Scope.everything())
 MEMO_S = 30.0
+BUILT = "_days_built"  # grid_params → tile(): grid_visit days it built on the primary
 
 router = APIRouter(tags=["tiles"])
 
@@ -112,15 +113,17 @@ class TileState:
 
     async def ensure_window(
         self, conn: AsyncConnection[Any], updater: CoverageUpdater, layout: int, window: Window
-    ) -> None:
+    ) -> int:
+        """Build the layout's missing ``grid_visit`` days of the window; how many were built."""
         key = (layout, window.first, window.last)
         now = time.monotonic()
         if self.ensured.get(key, 0.0) > now:
-            return
-        await materialize.ensure(conn, updater, layout, window.first, window.last)
+            return 0
+        built = await materialize.ensure(conn, updater, layout, window.first, window.last)
         if len(self.ensured) > 10_000:
             self.ensured.clear()
         self.ensured[key] = now + MEMO_S
+        return built
 
 
 async def layer_params(
@@ -192,7 +195,7 @@ async def grid_params(
         last,
         max_days=settings.coverage.max_window_days,
     )
-    await state.ensure_window(conn, updater, layout, window)
+    built = await state.ensure_window(conn, updater, layout, window)
     blind_from = max(
         window.first, window.last - timedelta(days=settings.coverage.blind_spot_days - 1)
     )
@@ -201,6 +204,7 @@ async def grid_params(
         "days": [window.first + timedelta(days=i) for i in range(window.days)],
         "b0": blind_from,
         "gap": int(settings.coverage.visit_gap_s * 1e6),
+        BUILT: built,
     }
 
 
@@ -256,6 +260,7 @@ async def layer_tilejson(
     spec = _layer(layer, principal)
     updater: CoverageUpdater = request.app.state.coverage
     params = await layer_params(conn, _state(request), updater, settings, spec, query)
+    params.pop(BUILT, None)
     if spec.name in ("grids", "layout_grids"):
         await get_layout(conn, principal.scope, params["layout"])  # 404 outside the scope
     if spec.name == "tracks":
@@ -279,6 +284,7 @@ async def tile(
     principal: TileViewer,
     query: TileParams,
     conn: Conn,
+    reads: ReadPool,
     settings: AppSettings,
 ) -> Response:
     spec = _layer(layer, principal)
@@ -288,7 +294,11 @@ async def tile(
         raise (BadRequest if exc.zoom else NotFound)(str(exc)) from exc
     updater: CoverageUpdater = request.app.state.coverage
     params = await layer_params(conn, _state(request), updater, settings, spec, query)
-    body = await render(conn, spec, address, principal.scope, params, crs=query.crs)
+    # on a replica: days just built on the primary, or a draft a planner has just edited,
+    # must be there before it draws the tile (read-your-writes)
+    fresh = params.pop(BUILT, 0) or spec.name == "layout_grids"
+    async with reads.connection(after=conn if fresh else None) as rconn:
+        body = await render(rconn, spec, address, principal.scope, params, crs=query.crs)
     tag = etag(body)
     privacy = "public" if principal is PUBLIC else "private"
     headers = {
