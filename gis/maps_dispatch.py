@@ -198,7 +198,8 @@ def dispatch_map(page: DispatchPage) -> str:
                 VEHICLE_LEGEND + INCIDENT_LEGEND + ALERT_LEGEND,
                 note="实时推送 live (服务器推送 server-sent) · 放大显示网格和车牌 zoom in for grids"
                 " and plates"
-                " · 点击警情查看候选 click an incident for candidates",
+                " · 点击警情查看候选 click an incident for candidates"
+                " · 点击网格查看网格员与最近打卡 click a grid for its worker and last check-in",
             )
         ),
     )

@@ -399,6 +399,23 @@ def test_a_worker_patrols_reports_offline_and_the_console_gets_it_once(
     assert max(size) == 1600, size
     desk.locator("#gp-panel img.gp-photo").scroll_into_view_if_needed()
     console.screenshot("mobile-report-in-console")
+    # a click on the worker's grid: its worker and their last check-in (the walk above)
+    checkin = _db(
+        demo,
+        "SELECT max(coalesce(last_fix_at, started_at)) FROM patrol "
+        "WHERE grid_codes @> ARRAY[%s]::text[]",
+        worker["grid"],
+    )[0][0]
+    desk.evaluate(
+        "([lon, lat]) => { const m = GP.map(); m.setView(GP.latLng(lon, lat), 14, "
+        "{animate: false}); m.fire('click', {latlng: GP.latLng(lon, lat)}); }",
+        list(worker["walk"][0]),
+    )
+    desk.wait_for_function(f"GP.state.gridPopup === {worker['grid']!r}", timeout=WAIT_MS)
+    popup = desk.inner_text(".gp-grid-popup")
+    china = (checkin.astimezone(UTC) + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M:%S")
+    _contains(popup, worker["grid"], worker["name"], "网格员最近打卡", china)
+    console.screenshot("mobile-console-grid-popup")
 
     # ---- the dispatcher gives it to the worker; the phone follows -------------------------------
     assigned = httpx.post(

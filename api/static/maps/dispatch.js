@@ -1030,7 +1030,7 @@
     map.on('moveend zoomend', function () { GP.drawLabels(); GP.drawAlertPoints(); });
     map.on('overlayadd', function (e) { if (e.layer === GP.alertLayer) { GP.drawAlertPoints(); } });
     map.on('click', function (e) {
-      if (!GP.picking) { return; }
+      if (!GP.picking) { GP.gridAt(e.latlng); return; }
       var ll = e.latlng, wgs = GP.gcj() ? GP.gcj02ToWgs84(ll.lng, ll.lat) : [ll.lng, ll.lat];
       GP.setPlace({lon: wgs[0], lat: wgs[1], label: '地图点选 picked on the map'});
       GP.pick(false);
@@ -1042,6 +1042,47 @@
     }, 30000);
     // the fleet first: the alarm phones' thousands of rows after its first snapshot is drawn
     GP.connect().then(GP.loadAlertPoints, GP.loadAlertPoints);
+  };
+
+  /* ---- a grid's popup: its worker (一格一员) and the worker's last check-in (巡查打卡) --------- */
+  GP.GRID_POPUP_ZOOM = 11;  // grid outlines show from a county's view in; a click asks from here
+
+  GP.consoleGridPopup = function (g) {
+    var rows = [
+      ['网格 Grid', g.code + (g.name ? ' ' + g.name : '')],
+      ['村 Village', (g.village_name || '') + ' ' + (g.village_code || '')],
+      ['网格员 Worker', g.worker === undefined ? '…' :
+        (g.worker ? g.worker + ' ' + (g.worker_phone || '') : '未配备 none assigned')],
+      ['网格员最近打卡 Worker\'s last check-in', g.last_checkin_at === undefined ? '…' :
+        (g.last_checkin_at ? GP.chinaTime(g.last_checkin_at) : '无 none')],
+      ['报警点 Alarm points', g.alert_points === undefined ? '…' : g.alert_points.length]
+    ];
+    return '<table class="gp-table gp-grid-popup">' + rows.map(function (r) {
+      return '<tr><th>' + r[0] + '</th><td>' + esc(r[1]) + '</td></tr>';
+    }).join('') + '</table>';
+  };
+
+  /* a click on the map (not picking a place): the grid there, if the user may see one */
+  GP.gridAt = function (latlng) {
+    var map = GP.map();
+    if (map.getZoom() < GP.GRID_POPUP_ZOOM) { return Promise.resolve(null); }
+    var p = GP.gcj() ? GP.gcj02ToWgs84(latlng.lng, latlng.lat) : [latlng.lng, latlng.lat];
+    var d = 0.000005;
+    var bbox = [p[0] - d, p[1] - d, p[0] + d, p[1] + d].map(function (v) {
+      return v.toFixed(6);
+    }).join(',');
+    return GP.api('/collections/grids/items?limit=1&bbox=' + bbox).then(function (fc) {
+      var f = fc && fc.features && fc.features[0];
+      if (!f) { return null; }
+      var code = f.properties.code;
+      var popup = L.popup({maxWidth: 380}).setLatLng(latlng)
+        .setContent(GP.consoleGridPopup({code: code, name: f.properties.name})).openOn(map);
+      return GP.api('/api/v1/grids/' + encodeURIComponent(code)).then(function (g) {
+        popup.setContent(GP.consoleGridPopup(g));
+        GP.state.gridPopup = code;
+        return g;
+      });
+    }).catch(function (err) { GP.state.lastError = err.message; return null; });
   };
 
   /* ---- search by grid code or plate ---------------------------------------------------------- */
