@@ -23,6 +23,13 @@ device sends a parked vehicle's backlog as fast as its acknowledgements come, �
 each, no queries) measures what this server and these clients sustain on this machine; after
 it, the same queries on the idle server give their quiet latency.
 
+Two rounds, same plan, same clients, same run, each on a fresh database: ``gridpatrol serve
+--role single`` (everything in one process, as before the process roles: the baseline, its key
+figures kept as ``single_*``), then ``--role all`` (the supervisor with its api, ingest and
+worker processes, what ``make run`` serves: the result). RSS and CPU are the server's whole
+process tree. ``coverage_lag_*``: every second, the age of the oldest ``coverage_dirty`` mark —
+how long the oldest stored fix has waited to be counted in the active layouts' ``grid_visit``.
+
 Figures: fixes/s overall and per protocol, acknowledgement latency per protocol (first send to
 acknowledgement, resends included) and its p50/p99 over time, query latency per kind, the server's
 RSS over time and its CPU share, device answers that were not an acknowledgement, and the loss
@@ -63,10 +70,10 @@ from api.protocols.jt808.terminal import Terminal, TerminalError
 from api.simulate import http_exchange, load_fleet, register_fleet, stored_per_second
 from api.users import create_user
 from bench.common import (
-    cpu_seconds,
     percentiles_ms,
-    rss_mb,
     throwaway_database,
+    tree_cpu_seconds,
+    tree_rss_mb,
     write_result,
 )
 from bench.load import LOGS, server_process, wait_for_port
@@ -86,6 +93,7 @@ BACKLOG_S = 3600  # burst fixes: a parked vehicle's 1 Hz backlog from an hour be
 LOGIN_CONCURRENCY = 100
 LOGIN_TIMEOUT_S = 300.0
 RSS_EVERY_S, RSS_REPORT_EVERY_S = 1.0, 5.0
+LAG_EVERY_S = 1.0
 INCIDENTS = 20
 QUIET_ROUNDS = 10
 SEED = 2000
@@ -552,8 +560,24 @@ async def _query_loop(
 
 async def _sample(pid: int, samples: list[tuple[float, float]]) -> None:
     while True:
-        samples.append((time.time(), rss_mb(pid)))
+        samples.append((time.time(), tree_rss_mb(pid)))
         await asyncio.sleep(RSS_EVERY_S)
+
+
+async def _coverage_lag(url: str, samples: list[tuple[float, float]]) -> None:
+    """Every LAG_EVERY_S: how long the oldest fix not yet in ``grid_visit`` has waited — the age
+    of the oldest ``coverage_dirty`` mark (a mark dates from the first fix it stands for; a
+    device-day re-marked during its recompute dates from that recompute's claim)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            row = await (
+                await conn.execute(
+                    "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(marked_at)), 0)"
+                    "::float8 FROM coverage_dirty"
+                )
+            ).fetchone()
+            samples.append((time.time(), float(row[0]) if row else 0.0))
+            await asyncio.sleep(LAG_EVERY_S)
 
 
 async def _line(proc: asyncio.subprocess.Process, word: str, protocol: str) -> str:
@@ -575,10 +599,12 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def _soak(plan: Plan, setup: Setup, ports: dict[str, int]) -> dict[str, Any]:
+async def _soak(plan: Plan, setup: Setup, ports: dict[str, int], url: str) -> dict[str, Any]:
     pid = ports["pid"]
     samples: list[tuple[float, float]] = []
+    lags: list[tuple[float, float]] = []
     sampler = asyncio.get_running_loop().create_task(_sample(pid, samples))
+    lagger = asyncio.get_running_loop().create_task(_coverage_lag(url, lags))
     procs: dict[str, asyncio.subprocess.Process] = {}
     queries = _Queries()
     headers = {"Authorization": f"Bearer {setup.token}"}
@@ -609,7 +635,7 @@ async def _soak(plan: Plan, setup: Setup, ports: dict[str, int]) -> dict[str, An
                 )
                 response.raise_for_status()
                 incidents.append(int(response.json()["id"]))
-            rss_idle = rss_mb(pid)
+            rss_idle = tree_rss_mb(pid)
             burst_at = math.ceil(time.time()) + 1
             soak_at = burst_at + math.ceil(plan.burst_s) + SETTLE_S
             for proc in procs.values():
@@ -617,7 +643,7 @@ async def _soak(plan: Plan, setup: Setup, ports: dict[str, int]) -> dict[str, An
                 proc.stdin.write(f"go {burst_at} {soak_at}\n".encode())
                 await proc.stdin.drain()
             await asyncio.sleep(max(0.0, soak_at - time.time()))
-            cpu0, load0 = cpu_seconds(pid), os.getloadavg()[0]
+            cpu0, load0 = tree_cpu_seconds(pid), os.getloadavg()[0]
             stop = asyncio.Event()
             loops = [
                 asyncio.create_task(_query_loop(client, kind, incidents, stop, queries))
@@ -628,7 +654,7 @@ async def _soak(plan: Plan, setup: Setup, ports: dict[str, int]) -> dict[str, An
                 plan.wall_s + 2 * GRACE_S + 60,
             )
             soak_s = time.time() - soak_at
-            cpu1, load1 = cpu_seconds(pid), os.getloadavg()[0]
+            cpu1, load1 = tree_cpu_seconds(pid), os.getloadavg()[0]
             stop.set()
             await asyncio.gather(*loops)
             quiet = _Queries()
@@ -642,6 +668,7 @@ async def _soak(plan: Plan, setup: Setup, ports: dict[str, int]) -> dict[str, An
             await asyncio.wait_for(proc.wait(), 30)
     finally:
         sampler.cancel()
+        lagger.cancel()
         for proc in procs.values():
             await _stop(proc)
         log.close()
@@ -650,6 +677,7 @@ async def _soak(plan: Plan, setup: Setup, ports: dict[str, int]) -> dict[str, An
         "rss_idle_mb": rss_idle,
         "burst_rel_s": burst_at - soak_at,
         "samples": [(t - soak_at, mb) for t, mb in samples],
+        "lags": [(t - soak_at, s) for t, s in lags],
         "soak_s": soak_s,
         "server_cpu_s": cpu1 - cpu0,
         "load": (load0, load1),
@@ -720,6 +748,20 @@ def _rss_figures(soak: dict[str, Any]) -> dict[str, Any]:
         "rss_mb_over_time": thinned,
         "server_cpu_percent_of_one_core": round(100 * soak["server_cpu_s"] / soak["soak_s"], 1),
         "load_average_1m_start_end": [round(v, 2) for v in soak["load"]],
+    }
+
+
+def _lag_figures(soak: dict[str, Any]) -> dict[str, Any]:
+    """Fix stored → in the active layouts' ``grid_visit``: the oldest waiting fix's age, sampled
+    during the soak (an upper bound on every fix's lag at that moment)."""
+    during = np.array([s for t, s in soak["lags"] if 0 <= t <= soak["soak_s"]])
+    if len(during) == 0:
+        return {"coverage_lag_p95_s": None}
+    return {
+        "coverage_lag_p50_s": round(float(np.percentile(during, 50)), 1),
+        "coverage_lag_p95_s": round(float(np.percentile(during, 95)), 1),
+        "coverage_lag_max_s": round(float(during.max()), 1),
+        "coverage_lag_samples": len(during),
     }
 
 
@@ -840,6 +882,7 @@ def _figures(
         "device_answers": dict(tally.answers),
         **_query_figures(soak["queries"], soak["quiet"]),
         **_rss_figures(soak),
+        **_lag_figures(soak),
         "baseline": "closed-loop burst before the soak: every device sends a parked backlog as "
         "fast as acknowledged (≤ 15/s each), no queries; same server, clients and run",
         "baseline_fixes_per_s": round(baseline_per_s, 1),
@@ -848,9 +891,36 @@ def _figures(
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    plan = Plan(vehicles=200, sim_s=180.0, burst_s=3.0) if quick else Plan(2000, 1800.0, 10.0)
-    LOGS.mkdir(parents=True, exist_ok=True)
+# each round: (``gridpatrol serve --role``, what it is)
+ROUNDS = (
+    ("single", "everything in one process, as served before the process roles (--role single)"),
+    (
+        "all",
+        (
+            "the process roles as make run serves them: a supervisor with the api, ingest and "
+            "worker processes (--role all, GRIDPATROL_ROLES_* defaults)"
+        ),
+    ),
+)
+# figures of the single-process round carried into the result as ``single_<key>``
+COMPARED = (
+    "fixes_per_s",
+    "osmand_ack_p50_ms",
+    "osmand_ack_p99_ms",
+    "jt808_ack_p50_ms",
+    "jt808_ack_p99_ms",
+    "coverage_lag_p95_s",
+    "query_dispatch_candidates_p99_ms",
+    "lost",
+    "duplicates",
+    "rss_peak_mb",
+    "server_cpu_percent_of_one_core",
+    "baseline_fixes_per_s",
+)
+
+
+def _round(plan: Plan, role: str) -> dict[str, Any]:
+    """One soak against a fresh database and ``gridpatrol serve --role ROLE``."""
     with (
         tempfile.TemporaryDirectory(prefix="gridpatrol-soak-") as tmp,
         throwaway_database() as url,
@@ -866,18 +936,35 @@ def run(quick: bool = False) -> dict[str, Any]:
             # the whole fleet sends from one loopback address
             "GRIDPATROL_OSMAND_ADDRESS_RATE_PER_S": "0",
         }
-        with server_process(url, "soak", **env) as ports:
+        with server_process(url, f"soak-{role}", role=role, **env) as ports:
             wait_for_port(ports["jt808"])
-            soak = _runner()(_soak(plan, setup, ports))
+            soak = _runner()(_soak(plan, setup, ports, url))
         stored, rejected = _stored(url, list(itertools.chain(*setup.identifiers.values())))
         figures = _figures(plan, setup, soak, _load_results(setup), stored, rejected)
-    write_result("soak", figures)
     print(
-        f"浸泡 soak: {figures['fixes_per_s']:.0f} fixes/s "
+        f"浸泡 soak --role {role}: {figures['fixes_per_s']:.0f} fixes/s "
         f"(offered {figures['offered_fixes_per_s']:.0f}, "
         f"burst baseline {figures['baseline_fixes_per_s']:.0f}); ack p99 OsmAnd "
         f"{figures['osmand_ack_p99_ms']} ms, JT/T 808 {figures['jt808_ack_p99_ms']} ms; "
+        f"coverage lag p95 {figures['coverage_lag_p95_s']} s; "
         f"RSS 内存 {figures['rss_start_mb']}→{figures['rss_peak_mb']}→{figures['rss_end_mb']} MB; "
-        f"丢失 lost {figures['lost']}, 重复 duplicates {figures['duplicates']}"
+        f"丢失 lost {figures['lost']}, 重复 duplicates {figures['duplicates']}",
+        flush=True,
     )
+    return figures
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    plan = Plan(vehicles=200, sim_s=180.0, burst_s=3.0) if quick else Plan(2000, 1800.0, 10.0)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    rounds = {role: _round(plan, role) for role, _ in ROUNDS}
+    single = rounds["single"]
+    figures = {
+        "server": dict(ROUNDS)["all"],
+        **rounds["all"],
+        "single_process": dict(ROUNDS)["single"] + "; same plan, clients and machine, same run, "
+        "its own fresh database",
+        **{f"single_{key}": single.get(key) for key in COMPARED},
+    }
+    write_result("soak", figures)
     return figures

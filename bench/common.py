@@ -112,6 +112,35 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants now (a supervisor's role processes and their pools)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_rss_mb(pid: int) -> float:
+    """``rss_mb`` summed over ``pid`` and its descendants."""
+    return sum(rss_mb(p) for p in process_tree(pid))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """``cpu_seconds`` summed over ``pid`` and its living descendants."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (``/proc/PID/stat``); 0 when gone."""
     try:

@@ -33,10 +33,15 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def server_process(url: str, name: str, **env: str) -> Iterator[dict[str, int]]:
-    """``gridpatrol serve`` in a subprocess on free ports, output to bench/results/logs/.
+def server_process(
+    url: str, name: str, *, role: str = "all", **env: str
+) -> Iterator[dict[str, int]]:
+    """``gridpatrol serve --role ROLE`` in a subprocess on free ports, output to
+    bench/results/logs/: ``all`` (the default, what ``make run`` serves) is a supervisor with
+    its api, ingest and worker processes; ``single`` everything in one process.
 
-    Yields the ports (``api``, ``osmand``, ``jt808``) and the server's ``pid``.
+    Yields the ports (``api``, ``osmand``, ``jt808``) and the server's ``pid`` (the supervisor's
+    under ``all``: see ``bench.common.process_tree``).
     """
     ports = {"api": free_port(), "osmand": free_port(), "jt808": free_port()}
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -50,7 +55,7 @@ def server_process(url: str, name: str, **env: str) -> Iterator[dict[str, int]]:
         **env,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from api.cli import main; main()", "serve"],
+        [sys.executable, "-c", "from api.cli import main; main()", "serve", "--role", role],
         env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -167,8 +167,10 @@ class CoverageUpdater:
         conn: AsyncConnection[Any], claimed: list[tuple[int, int, Any]], *, done: bool = True
     ) -> None:
         """Drop this step's marks (``done``), except those a fix remarked meanwhile, which are
-        unclaimed to be recomputed again; not ``done``: unclaim them all. Locks are taken in
-        (device, day) order, the order ingest takes them in."""
+        unclaimed to be recomputed again, dated from this step's claim (what is still waiting
+        came after it: ``marked_at`` is when the oldest fix not yet counted came, at the latest);
+        not ``done``: unclaim them all as they were. Locks are taken in (device, day) order,
+        the order ingest takes them in."""
         await conn.execute(
             """
             WITH mine AS (
@@ -181,7 +183,9 @@ class CoverageUpdater:
             gone AS (
                 DELETE FROM coverage_dirty d USING mine
                  WHERE d.device_id = mine.device_id AND d.day = mine.day AND NOT mine.keep)
-            UPDATE coverage_dirty d SET claimed_at = NULL, remarked = false FROM mine
+            UPDATE coverage_dirty d SET claimed_at = NULL, remarked = false,
+                   marked_at = CASE WHEN %(done)s THEN d.claimed_at ELSE d.marked_at END
+              FROM mine
              WHERE d.device_id = mine.device_id AND d.day = mine.day AND mine.keep
             """,
             {
