@@ -392,6 +392,15 @@ def test_a_worker_patrols_reports_offline_and_the_console_gets_it_once(
     )
     panel = desk.inner_text("#gp-panel")
     _contains(panel, "网格员上报", text)
+    # the worker's handheld is listed among the responders by the worker's name, not "staff-N"
+    handheld = _db(demo, "SELECT id FROM device WHERE identifier = %s", identifier)[0][0]
+    desk.wait_for_function(
+        f"document.querySelector('.gp-vehicle-row[data-id=\"{handheld}\"]') !== null",
+        timeout=WAIT_MS,
+    )
+    listed = desk.inner_text(f'.gp-vehicle-row[data-id="{handheld}"]')
+    assert worker["name"] in listed, listed
+    assert identifier not in listed, listed
     size = desk.evaluate(
         "[document.querySelector('#gp-panel img.gp-photo').naturalWidth, "
         "document.querySelector('#gp-panel img.gp-photo').naturalHeight]"

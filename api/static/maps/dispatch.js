@@ -10,6 +10,11 @@
 
   var GP = window.GP;
   var esc = GP.esc;
+
+  /* What a responder is called on the map and in the lists: the plate, else the name (a grid
+   * worker's handheld, 网格员 …), else the terminal's identifier. */
+  function label(v) { return v.plate || v.name || v.identifier; }
+
   GP.state.events = 0;
   GP.state.alerts = 0;
   GP.state.beeps = 0;
@@ -221,7 +226,7 @@
       var v = GP.vehicleRows[id], ll = GP.latLng(v.lon, v.lat);
       if (!bounds.contains(ll)) { return false; }
       L.marker(ll, {interactive: false, keyboard: false, icon: L.divIcon({
-        className: 'gp-plate', html: esc(v.plate || v.identifier), iconSize: null,
+        className: 'gp-plate', html: esc(label(v)), iconSize: null,
         iconAnchor: [-8, 8]})}).addTo(GP.labelLayer);
       n += 1;
       return n >= 400;
@@ -235,15 +240,15 @@
     var hits = all.filter(function (v) {
       return !q || [v.plate, v.identifier, v.name, v.village_name, v.village, v.grid]
         .some(function (s) { return s && String(s).toLowerCase().indexOf(q) >= 0; });
-    }).sort(function (a, b) { return String(a.plate || a.identifier)
-      .localeCompare(String(b.plate || b.identifier)); });
+    }).sort(function (a, b) { return String(label(a))
+      .localeCompare(String(label(b))); });
     byId('gp-vehicle-count').textContent = hits.length + ' / ' + all.length;
     byId('gp-vehicle-list').innerHTML = '<table class="gp-table"><tr><th>车牌 plate</th>' +
       '<th>状态 status</th><th>定位 fix</th><th>速度 km/h</th><th>网格 grid</th><th></th></tr>' +
       hits.slice(0, 60).map(function (v) {
         var fresh = freshness(v.t);
         return '<tr class="gp-vehicle-row" data-id="' + esc(v.id) + '" data-village="' +
-          esc(v.village || '') + '"><td>' + esc(v.plate || v.identifier) + '<br><small>' +
+          esc(v.village || '') + '"><td>' + esc(label(v)) + '<br><small>' +
           esc(v.village_name || '') + '</small></td><td><span class="gp-dot" style="background:' +
           GP.vehicleColour({status: v.status, freshness: fresh}) + '"></span>' +
           esc(VEHICLE_STATUS[v.status] || v.status) + (fresh === 'live' ? '' : '<br>' +
@@ -263,7 +268,7 @@
       GP.map().setView(GP.latLng(v.lon, v.lat), Math.max(GP.map().getZoom(), 13));
     }
     byId('gp-follow').textContent = GP.followId && v ?
-      '跟随中 following ' + (v.plate || v.identifier) : '';
+      '跟随中 following ' + label(v) : '';
     GP.renderVehicles();
   };
 
@@ -288,13 +293,13 @@
   };
   GP.sendText = function (id) {
     var v = GP.vehicleRows[id] || {};
-    GP.confirm('发送短信给 send a text to ' + (v.plate || v.identifier || id) +
+    GP.confirm('发送短信给 send a text to ' + (label(v) || id) +
                ' (JT/T 808 0x8300)', {input: '内容 text', required: true}).then(function (text) {
       return GP.api('/api/v1/jt808/terminals/' + encodeURIComponent(id) + '/commands',
                     {method: 'POST', body: {kind: 'text', text: text}});
     }).then(function (body) {
       if (body === undefined) { return; }
-      GP.showAnswer(v.plate || v.identifier || id, body, 0);
+      GP.showAnswer(label(v) || id, body, 0);
     }).catch(function (err) {
       if (err && err.cancelled) { return; }
       byId('gp-follow').textContent = '发送失败 not sent: ' + err.message;
@@ -677,14 +682,14 @@
   GP.renderCandidates = function (feature, body, how) {
     var p = feature.properties;
     var rows = (body.candidates || []).map(function (c, i) {
-      var label = c.kind === 'vehicle' ? (c.plate || c.name) : c.name;
-      var who = c.kind === 'vehicle' ? '车 ' + esc(label) : '网格员 ' + esc(label);
+      var called = c.kind === 'vehicle' ? (c.plate || c.name) : c.name;
+      var who = c.kind === 'vehicle' ? '车 ' + esc(called) : '网格员 ' + esc(called);
       var key = c.kind === 'vehicle' ? 'device_id' : 'staff_id';
       return '<tr class="gp-candidate"><td>' + (i + 1) + '</td><td>' + who + '<br><small>' +
         esc(c.grid_code || '') + '</small></td><td>' + (c.distance_m / 1000).toFixed(1) +
         ' km</td><td>' + minutes(c.eta_s) + ' min</td><td>' + esc(ago(c.age_s)) +
         '</td><td><button class="gp-assign" data-key="' + key + '" data-id="' + esc(c[key]) +
-        '" data-label="' + esc(label) + '"' + (p.status === 'new' ? '' : ' disabled') +
+        '" data-label="' + esc(called) + '"' + (p.status === 'new' ? '' : ' disabled') +
         '>指派 Assign</button></td></tr>';
     }).join('');
     var excluded = (body.excluded || []).map(function (x) {
@@ -751,14 +756,14 @@
     var open = (inc.dispatches || []).filter(function (d) { return !d.ended_at; })[0] || {};
     var km = haversineKm(v.lon, v.lat, inc.lon, inc.lat);
     var eta = open.eta_s && open.distance_m ? open.eta_s * km * 1000 / open.distance_m : null;
-    var label = (v.plate || v.identifier) + ' → #' + inc.id + ': ' + km.toFixed(1) + ' km · ETA ' +
+    var text = label(v) + ' → #' + inc.id + ': ' + km.toFixed(1) + ' km · ETA ' +
       minutes(eta) + ' min';
     if (GP.linkLayer) { GP.linkLayer.clearLayers(); }
     L.polyline([GP.latLng(v.lon, v.lat), GP.latLng(inc.lon, inc.lat)], {
       color: '#d55e00', weight: 4, dashArray: '10 6', className: 'gp-route'
-    }).bindTooltip(label, {permanent: true, direction: 'center', className: 'gp-route-label'})
+    }).bindTooltip(text, {permanent: true, direction: 'center', className: 'gp-route-label'})
       .addTo(GP.routeLayer);
-    GP.state.route = label;
+    GP.state.route = text;
   };
 
   function haversineKm(lon1, lat1, lon2, lat2) {
