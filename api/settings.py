@@ -331,6 +331,13 @@ class MobileSettings(BaseSettings):
         default=16_000_000, gt=0, description="one photo's width × height (decompression bombs)"
     )
     max_fixes: int = Field(default=500, ge=1, le=5000, description="fixes per request")
+    max_outside_km: float = Field(
+        default=5.0,
+        ge=0,
+        le=100,
+        description="a report's place may lie this far outside the worker's grid (flagged); "
+        "further is refused",
+    )
 
     @property
     def kinds(self) -> list[str]:

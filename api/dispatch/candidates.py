@@ -42,8 +42,10 @@ WORKER = sql.SQL(
       LEFT JOIN LATERAL (
           SELECT s.lon, s.lat, extract(epoch FROM now() - s.fix_time)::float8 AS age_s
             FROM device d JOIN device_state s ON s.device_id = d.id
-           WHERE d.identifier = st.phone AND d.kind <> 'vehicle' AND d.enabled
-             AND s.fix_time > now() - %(max_age)s * interval '1 second') ph ON true
+           WHERE (d.id = st.device_id OR d.identifier = st.phone)  -- the phone page's handheld,
+             AND d.kind <> 'vehicle' AND d.enabled                 -- or a phone named by number
+             AND s.fix_time > now() - %(max_age)s * interval '1 second'
+           ORDER BY s.fix_time DESC LIMIT 1) ph ON true
      WHERE l.status = 'active' AND l.purpose = 'patrol' AND g.code = %(grid)s AND {scope}
      ORDER BY length(nbs_prefix(l.area_code)) DESC LIMIT 1
     """

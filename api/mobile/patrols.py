@@ -25,11 +25,13 @@ from pydantic import BaseModel, Field
 from api.auth import Principal
 from api.errors import NotFound, Unprocessable
 from api.ingest.filters import DUPLICATE, REASONS, STORED
-from api.ingest.fixes import FixBatch
+from api.ingest.fixes import FixBatch, FixError
 from api.ingest.store import Ingestor
 from api.settings import IngestSettings, MobileSettings
 
 PROTOCOL = "mobile"
+OUTSIDE_PATROL = "outside_patrol"  # a fix dated outside its patrol (quarantined)
+PATROL_SLACK = timedelta(minutes=5)  # the phone's clock against the server's
 FUTURE_SLACK = timedelta(minutes=5)
 
 
@@ -44,10 +46,10 @@ class FixIn(BaseModel):
         default=None, max_length=64, description="ignored: (device, time) is the key"
     )
     time: datetime
-    lat: float
-    lon: float
-    accuracy: float | None = None
-    speed: float | None = Field(default=None, description="m/s")
+    lat: float = Field(allow_inf_nan=False)
+    lon: float = Field(allow_inf_nan=False)
+    accuracy: float | None = Field(default=None, allow_inf_nan=False)
+    speed: float | None = Field(default=None, allow_inf_nan=False, description="m/s")
 
 
 class FixesIn(BaseModel):
@@ -229,8 +231,26 @@ async def add_fixes(
         }
         for i, f in enumerate(body.fixes)
     )
+    # a patrol's fixes lie within it (a few minutes' slack for the phone's clock): a fix outside
+    # is quarantined with the reason, not counted as foot coverage of another day
+    lo = patrol["started_at"] - PATROL_SLACK
+    hi = (patrol["ended_at"] or datetime.now(UTC)) + PATROL_SLACK
+    outside = (batch.time_us < _us(lo)) | (batch.time_us > _us(hi))
+    errors = [
+        FixError(
+            row=int(i) + 1,
+            reason=OUTSIDE_PATROL,
+            field="time",
+            raw=f"{identifier[0]} {_at(int(batch.time_us[i])).isoformat()} "
+            f"{batch.lat[i]:.6f} {batch.lon[i]:.6f} (patrol {patrol_id}: "
+            f"{lo.isoformat()} – {hi.isoformat()})",
+        )
+        for i in np.flatnonzero(outside)
+    ]
+    inside = np.flatnonzero(~outside)
+    batch = batch.take(inside)
     await ingestor.prepare(conn, batch)
-    result = await ingestor.store(conn, batch, protocol=PROTOCOL)
+    result = await ingestor.store(conn, batch, protocol=PROTOCOL, errors=errors)
     kept = np.flatnonzero((result.outcome == STORED) | (result.outcome == DUPLICATE))
     if len(kept):
         async with conn.transaction():
@@ -249,11 +269,16 @@ async def add_fixes(
                     "grids": list(grids[0]) if grids else [],
                 },
             )
-    rejected = [
-        {"index": int(i), "reason": REASONS[int(result.outcome[i])]}
+    refused: list[tuple[int, str]] = [
+        (int(inside[i]), REASONS[int(result.outcome[i])])
         for i in np.flatnonzero(result.outcome > DUPLICATE)
-    ]
+    ] + [(int(i), OUTSIDE_PATROL) for i in np.flatnonzero(outside)]
+    rejected = [{"index": i, "reason": reason} for i, reason in sorted(refused)]
     return {"accepted": result.stored, "duplicates": result.duplicate, "rejected": rejected}
+
+
+def _us(at: datetime) -> int:
+    return int(_aware(at).timestamp() * 1e6)
 
 
 def _at(time_us: int) -> datetime:

@@ -34,7 +34,9 @@ PRIORITY = 3
 
 WORKER_GRID = """
 SELECT g.code, ST_X(ST_PointOnSurface(g.geom)), ST_Y(ST_PointOnSurface(g.geom)),
-       ST_Covers(g.geom, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326))
+       ST_Covers(g.geom, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)),
+       ST_Distance(g.geom::geography,
+                   ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)::geography)
   FROM grid g JOIN grid_layout l ON l.id = g.layout_id
  WHERE g.code = %(code)s AND l.status = 'active' AND l.purpose = 'patrol'
  ORDER BY length(nbs_prefix(l.area_code)) DESC, l.id LIMIT 1
@@ -179,9 +181,22 @@ async def create_report(
             raise NotFound(f"no grid {grid} in an active patrol layout", field="grid_code")
         lon, lat = point if point is not None else (float(where[1]), float(where[2]))
         outside = point is not None and not where[3]
-        place = await locate(conn, lon, lat, max_outside_km=settings.dispatch.max_outside_km)
-        if not place["grid_code"]:
-            place["grid_code"] = grid
+        away_km = float(where[4]) / 1000 if point is not None else 0.0
+        if away_km > settings.mobile.max_outside_km:
+            raise Unprocessable(
+                f"the place ({lon:.5f}, {lat:.5f}) lies {away_km:.1f} km from your grid {grid}; "
+                f"at most {settings.mobile.max_outside_km:g} km outside it is accepted",
+                field="lon",
+            )
+        # the incident belongs to the worker's grid, its village and township, wherever the
+        # point lies (outside the grid: allowed, flagged, and still the worker's grid warning)
+        place = await locate(
+            conn,
+            float(where[1]),
+            float(where[2]),
+            max_outside_km=settings.dispatch.max_outside_km,
+        )
+        place["grid_code"] = grid
         staff = await (
             await conn.execute("SELECT name, phone FROM staff WHERE id = %s", (staff_id,))
         ).fetchone()

@@ -21,11 +21,20 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
-from api.auth import COOKIE, Admin, Dispatcher, ViewerOrWorker, Worker, csrf_token
+from api.auth import (
+    COOKIE,
+    Admin,
+    Dispatcher,
+    ViewerOrWorker,
+    Worker,
+    check_password,
+    csrf_token,
+)
 from api.coverage.update import CoverageUpdater
 from api.deps import AppSettings, Conn, Pool
 from api.errors import (
     BadRequest,
+    Forbidden,
     TooManyRequests,
     Unauthorized,
     Unprocessable,
@@ -38,6 +47,7 @@ from api.mobile.photos import read_photos
 from api.ratelimit import SignInLimiter
 from api.routers.home import _form, _from_our_page
 from api.routers.pages import page_headers
+from api.routers.positions import limit_rate
 
 router = APIRouter(tags=["mobile"])
 HOME = "/m/"
@@ -175,9 +185,33 @@ async def me(request: Request, principal: Worker, conn: Conn, settings: AppSetti
     }
 
 
+class MyPasswordIn(PasswordIn):
+    current: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="the password now: needed when one is set, unless this session began with "
+        "a one-time code (a worker who forgot it)",
+    )
+
+
 @router.put("/api/v1/m/password", summary="Set my password (e.g. after a one-time code)")
-async def my_password(body: PasswordIn, principal: Worker, conn: Conn) -> dict[str, Any]:
+async def my_password(body: MyPasswordIn, principal: Worker, conn: Conn) -> dict[str, Any]:
+    """A session opened with the password changes it only with the current one (a phone left
+    signed in must not lock its worker out); one opened with an admin's code needs none."""
     assert principal.staff_id is not None  # noqa: S101 - a worker's session
+    row = await (
+        await conn.execute(
+            "SELECT s.password_hash, t.label FROM staff s JOIN staff_token t "
+            "ON t.staff_id = s.id WHERE s.id = %s AND t.id = %s",
+            (principal.staff_id, principal.token_id),
+        )
+    ).fetchone()
+    stored, label = (row[0], row[1]) if row else (None, None)
+    if stored is not None and label != "login:code":
+        if not body.current:
+            raise Forbidden("give your current password to change it", field="current")
+        if not await check_password(stored, body.current):
+            raise Forbidden("the current password is wrong", field="current")
     return await accounts.set_password(conn, principal, principal.staff_id, body.password)
 
 
@@ -223,6 +257,7 @@ async def patrol_fixes(
 ) -> dict[str, Any]:
     """``{"accepted", "duplicates", "rejected": [{"index", "reason"}]}``: a replay is all
     duplicates; a refused fix is quarantined with its reason."""
+    limit_rate(request, principal)  # the same per-sender ingest limit as any device
     ingestor: Ingestor = request.app.state.ingestor
     return await patrols.add_fixes(conn, ingestor, principal, patrol_id, body, settings.mobile)
 
@@ -260,14 +295,16 @@ async def _multipart(request: Request, *, files: int) -> FormData:
     summary="Report an event (上报): multipart with up to 3 photos → an incident at my grid",
 )
 async def report(
-    request: Request, response: Response, principal: Worker, conn: Conn, settings: AppSettings
+    request: Request, response: Response, principal: Worker, pool: Pool, settings: AppSettings
 ) -> dict[str, Any]:
     """Fields ``client_id`` (UUID), ``kind``, ``text``, ``grid_code``, ``lon``/``lat``
     (optional), ``photo`` × 0..3. 201 with the incident; the same ``client_id`` again: 200 with
-    the same incident and nothing written."""
+    the same incident and nothing written. The body (photos over a weak signal) is read before a
+    database connection is taken: a slow upload holds none."""
     form = await _multipart(request, files=settings.mobile.max_photos)
     try:
-        made, created = await reports.create_report(conn, principal, form, settings)
+        async with pool.connection() as conn:
+            made, created = await reports.create_report(conn, principal, form, settings)
     finally:
         await form.close()
     if not created:
@@ -306,8 +343,9 @@ class DoneIn(BaseModel):
     summary="Done (JSON or multipart: note, one photo)",
 )
 async def done_task(
-    request: Request, incident_id: int, principal: Worker, conn: Conn, settings: AppSettings
+    request: Request, incident_id: int, principal: Worker, pool: Pool, settings: AppSettings
 ) -> dict[str, Any]:
+    """The body (a note, maybe a photo) is read before a database connection is taken."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await _multipart(request, files=1)
@@ -320,14 +358,15 @@ async def done_task(
             photos = await read_photos(form, settings.mobile, most=1)
         finally:
             await form.close()
-        return await tasks.act(
-            conn,
-            principal,
-            incident_id,
-            "done",
-            note=note or None,
-            photo=photos[0] if photos else None,
-        )
+        async with pool.connection() as conn:
+            return await tasks.act(
+                conn,
+                principal,
+                incident_id,
+                "done",
+                note=note or None,
+                photo=photos[0] if photos else None,
+            )
     raw = await request.body()
     try:
         body = DoneIn.model_validate_json(raw) if raw.strip() else DoneIn()
@@ -336,7 +375,8 @@ async def done_task(
         raise Unprocessable(
             f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}"
         ) from exc
-    return await tasks.act(conn, principal, incident_id, "done", note=body.note)
+    async with pool.connection() as conn:
+        return await tasks.act(conn, principal, incident_id, "done", note=body.note)
 
 
 @router.get(
@@ -351,7 +391,7 @@ async def incident_photo(
         data,
         media_type=content_type,
         headers={
-            "Cache-Control": "private, max-age=3600",
+            "Cache-Control": "private, no-store",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; sandbox",
         },

@@ -207,10 +207,19 @@ def test_sign_in_with_a_password_then_with_a_one_time_code_used_once(
     refused = browser.put("/api/v1/m/password", json={"password": "another-pass-1"})
     assert refused.status_code == 401
     csrf = {"X-CSRF-Token": body["csrf"], **ORIGIN}
-    assert (
-        browser.put("/api/v1/m/password", json={"password": PASSWORD}, headers=csrf).status_code
-        == 200
+    # signed in with the password: changing it needs the current one
+    for current, reason in ((None, "give your current password"), ("wrong-pass-9", "wrong")):
+        denied = browser.put(
+            "/api/v1/m/password",
+            json={"password": PASSWORD, **({"current": current} if current else {})},
+            headers=csrf,
+        )
+        assert denied.status_code == 403, denied.text
+        assert reason in denied.json()["detail"]
+    changed = browser.put(
+        "/api/v1/m/password", json={"password": PASSWORD, "current": PASSWORD}, headers=csrf
     )
+    assert changed.status_code == 200, changed.text
     # sign out: the session ends
     out = browser.post(
         "/m/signout",
@@ -387,15 +396,30 @@ def test_patrol_fixes_are_stored_through_ingest_and_count_as_foot_coverage(
         for k, (lon, lat) in enumerate(walk)
     ]
     bad = {"time": (started + timedelta(seconds=5)).isoformat(), "lon": centre[0], "lat": 95.0}
+    # a day before the patrol began: not this patrol's walk (no foot coverage of another day)
+    early = {**fixes[0], "time": (started - timedelta(days=1)).isoformat()}
     sent = client.post(
-        f"/api/v1/m/patrols/{patrol['id']}/fixes", json={"fixes": [*fixes, bad]}, headers=w1
+        f"/api/v1/m/patrols/{patrol['id']}/fixes",
+        json={"fixes": [*fixes, bad, early]},
+        headers=w1,
     )
     assert sent.status_code == 200, sent.text
     assert sent.json() == {
         "accepted": len(fixes),
         "duplicates": 0,
-        "rejected": [{"index": len(fixes), "reason": "bad_coordinates"}],
+        "rejected": [
+            {"index": len(fixes), "reason": "bad_coordinates"},
+            {"index": len(fixes) + 1, "reason": "outside_patrol"},
+        ],
     }
+    at = started.isoformat()
+    infinite_fix = f'{{"time": "{at}", "lon": 116, "lat": 44, "accuracy": Infinity}}'
+    infinite = client.post(
+        f"/api/v1/m/patrols/{patrol['id']}/fixes",
+        content='{"fixes": [' + infinite_fix + "]}",
+        headers={**w1, "Content-Type": "application/json"},
+    )
+    assert infinite.status_code == 422, infinite.text
     device = db.execute(
         "SELECT d.id, d.kind, d.identifier FROM device d JOIN staff s ON s.device_id = d.id "
         "WHERE s.id = %s",
@@ -415,6 +439,14 @@ def test_patrol_fixes_are_stored_through_ingest_and_count_as_foot_coverage(
         (device[0],),
     ).fetchone()
     assert quarantined == ("bad_coordinates", "lat/lon", f"staff-{scene.w1['id']}")
+    # the fix outside the patrol is kept in quarantine, the patrol's span written beside it
+    outside = db.execute(
+        "SELECT field, raw FROM position_rejected WHERE protocol = 'mobile' AND field = 'time' "
+        "AND raw LIKE %s ORDER BY id DESC LIMIT 1",
+        (f"staff-{scene.w1['id']} %",),
+    ).fetchone()
+    assert outside is not None
+    assert f"(patrol {patrol['id']}: " in outside[1]
     # a replay (the phone was not sure it got through) stores nothing new
     again = client.post(
         f"/api/v1/m/patrols/{patrol['id']}/fixes", json={"fixes": fixes}, headers=w1
@@ -586,7 +618,8 @@ def test_a_report_becomes_an_incident_once_flagged_outside_the_grid_and_escalate
     assert replay.status_code == 200
     assert replay.json()["id"] == report["id"]
     assert _mine(db, scene.w1["id"]) == (before[0] + 1, before[1] + 2)
-    # a point in the neighbour's grid: allowed, flagged, placed where it is
+    # a point in the neighbour's grid: allowed, flagged, kept where it is — and still the
+    # worker's grid warning (the worker's grid, village and chain are warned, not the neighbour's)
     there = _grid_point(db, scene.g2)
     outside = _report(
         client,
@@ -615,7 +648,21 @@ def test_a_report_becomes_an_incident_once_flagged_outside_the_grid_and_escalate
     assert [e["kind"] for e in console["events"]] == ["created"]
     assert [n["level"] for n in console["notifications"]] == [0]
     flagged = client.get(f"/api/v1/incidents/{outside.json()['id']}", headers=scene.boss).json()
-    assert (flagged["outside_grid"], flagged["grid_code"]) == (True, scene.g2)
+    assert (flagged["outside_grid"], flagged["grid_code"]) == (True, scene.g1)
+    assert flagged["village_code"] == scene.g1[:12]
+    assert (flagged["lon"], flagged["lat"]) == pytest.approx(there, abs=1e-6)
+    # far from the grid: refused, naming the distance, nothing written
+    far = _report(
+        client,
+        w1,
+        client_id=str(uuid.uuid4()),
+        grid_code=scene.g1,
+        lon=str(there[0] + 0.5),
+        lat=str(there[1]),
+    )
+    assert far.status_code == 422, far.text
+    assert "km from your grid" in far.json()["detail"]
+    assert _mine(db, scene.w1["id"])[0] == before[0] + 2
     listed = client.get("/api/v1/incidents?status=all", headers=scene.boss).json()
     feature = next(f for f in listed["features"] if f["properties"]["id"] == report["id"])
     assert feature["properties"]["source"] == "worker"
@@ -750,3 +797,37 @@ def test_a_photo_is_judged_by_its_content_within_a_pixel_cap() -> None:
     assert refused.value.extra["field"] == "photo"
     with pytest.raises(UnsupportedMediaType, match="not an image"):
         check_image(b"%PDF-1.4 not a photo", name="photo 2", max_pixels=16_000_000)
+
+
+def test_a_worker_on_foot_patrol_is_placed_for_dispatch_by_their_handheld(
+    client: TestClient, scene: Scene, w1: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """The nearest-responder list places the grid's worker where their phone last reported on
+    patrol (``position: fix``), not at the grid's centre."""
+    patrol = client.post(
+        "/api/v1/m/patrols", json={"client_id": str(uuid.uuid4())}, headers=w1
+    ).json()
+    here = offset(_grid_point(db, scene.g1), 40.0, 30.0)
+    fix = {"time": datetime.now(UTC).isoformat(), "lon": here[0], "lat": here[1], "accuracy": 5}
+    sent = client.post(f"/api/v1/m/patrols/{patrol['id']}/fixes", json={"fixes": [fix]}, headers=w1)
+    assert sent.json()["accepted"] == 1, sent.text
+    made = client.post(
+        "/api/v1/incidents",
+        json={"kind": "test", "priority": 3, "grid_code": scene.g1},
+        headers=scene.boss,
+    )
+    assert made.status_code == 201, made.text
+    incident = made.json()["id"]
+    try:
+        ranked = client.get(f"/api/v1/incidents/{incident}/candidates?k=10", headers=scene.boss)
+        assert ranked.status_code == 200, ranked.text
+        worker = next(c for c in ranked.json()["candidates"] if c["kind"] == "worker")
+        assert (worker["staff_id"], worker["position"]) == (scene.w1["id"], "fix")
+        assert (worker["lon"], worker["lat"]) == pytest.approx(here, abs=1e-6)
+    finally:
+        client.post(
+            f"/api/v1/incidents/{incident}/cancel",
+            json={"reason": "test over"},
+            headers=scene.boss,
+        )
+        client.post(f"/api/v1/m/patrols/{patrol['id']}/stop", json={}, headers=w1)
