@@ -187,6 +187,13 @@ class Phone:
         self.page.click("#m-signin-form button[type=submit]")
         self.page.wait_for_load_state("load")
 
+    def sign_out(self) -> None:
+        """The sign-out button: the page forgets what it kept (ending a patrol first), then
+        posts the form; back to the sign-in form."""
+        with self.page.expect_navigation(wait_until="load", timeout=WAIT_MS):
+            self.page.click("#m-signout button")
+        self.wait("window.GPM && !document.getElementById('m-signin').hidden")
+
     def close(self) -> None:
         self.context.close()
 
@@ -492,9 +499,7 @@ def test_a_worker_cannot_open_another_grid(
     page.select_option("#m-grid-pick", worker["grid"])
     phone.wait("GPM.tabs.grid.data && document.getElementById('m-grid-error').hidden")
     # signing out ends the session and forgets the kept data; the form again
-    page.click("#m-signout button")
-    page.wait_for_load_state("load")
-    phone.wait("window.GPM && !document.getElementById('m-signin').hidden")
+    phone.sign_out()
     kept = page.evaluate("caches.has('gp-m-data')")
     assert kept is False
     status = page.evaluate("fetch('/api/v1/m/me').then(r => r.status)")
@@ -689,6 +694,223 @@ def test_offline_the_page_opens_from_the_phone_and_keeps_what_is_made(
     ended = _db(demo, "SELECT ended_at IS NOT NULL FROM patrol WHERE client_id = %s", patrol_client)
     assert ended == [(True,)], ended
     assert phone.run.errors == [], phone.run.errors
+
+
+@pytest.fixture(scope="module")
+def other_worker(worker: dict[str, Any], demo: str, client: TestClient) -> dict[str, Any]:
+    """The worker of the township's other grid (not ``worker``'s), with a password: the next
+    one to use the same phone."""
+    with psycopg.connect(demo, autocommit=True) as db:
+        row = db.execute(
+            "SELECT g.worker_id, g.village_code, ST_X(ST_PointOnSurface(g.geom)), "
+            "ST_Y(ST_PointOnSurface(g.geom)) FROM grid g JOIN grid_layout l ON l.id = g.layout_id "
+            "WHERE g.code = %s AND l.status = 'active' AND l.purpose = 'patrol'",
+            (worker["other_grid"],),
+        ).fetchone()
+        assert row is not None
+        staff_id, village, lon, lat = row
+        if staff_id is None:
+            phone = "1390524" + str(uuid.uuid4().int % 10_000).zfill(4)
+            staff_id = db.execute(
+                "INSERT INTO staff (name, phone, role, village_code) VALUES "
+                "('测试网格员乙', %s, 'worker', %s) RETURNING id",
+                (phone, village),
+            ).fetchone()[0]  # type: ignore[index]
+            db.execute(
+                "UPDATE grid SET worker_id = %s WHERE code = %s", (staff_id, worker["other_grid"])
+            )
+        name, phone = db.execute(
+            "SELECT name, phone FROM staff WHERE id = %s", (staff_id,)
+        ).fetchone()  # type: ignore[misc]
+    assert staff_id != worker["staff_id"]
+    made = client.put(
+        f"/api/v1/staff/{staff_id}/password",
+        json={"password": PASSWORD},
+        headers=auth(worker["admin"]),
+    )
+    assert made.status_code == 200, made.text
+    walk = [_offset(lon, lat, STEP_M * i, 0.0) for i in range(3)]
+    return {"staff_id": int(staff_id), "name": name, "phone": phone, "walk": walk}
+
+
+def test_a_shared_phone_keeps_each_workers_walk_and_forgets_an_ended_session(
+    worker: dict[str, Any], other_worker: dict[str, Any], live_server: str, demo: str, phone: Phone
+) -> None:
+    """One phone, two workers. A starts a patrol (its fixes cannot be sent yet) and signs out:
+    the walk ends there, A's fixes stay queued under A. B signs in on the same phone: no patrol
+    of A's runs, nothing of A's is counted or sent with B's session, and B's walk is stored as
+    B's handheld's on B's patrol. A's session, revoked while A's page is open, ends at the next
+    answer (401): the page shows the sign-in form, and opened again offline it shows no data
+    of A's."""
+    page = phone.page
+    a, b = worker, other_worker
+    since = _db(demo, "SELECT now()")[0][0]
+    # the fixes and stops of A's patrol do not reach the server until told (no signal for
+    # them); every try is recorded
+    held: dict[str, Any] = {"on": True, "patrol": None, "tries": []}
+
+    def is_held(url: str) -> bool:
+        path = urlparse(url).path
+        if not path.startswith("/api/v1/m/patrols/") or not path.endswith(("/fixes", "/stop")):
+            return False
+        return held["patrol"] is None or path.split("/")[5] == str(held["patrol"])
+
+    def hold(r: Route) -> None:
+        if held["on"]:
+            held["tries"].append(r.request.url)
+            r.abort()
+        else:
+            r.continue_()
+
+    phone.context.route(is_held, hold)
+
+    # ---- A signs in and starts a patrol; the fixes wait on the phone ----------------------------
+    phone.sign_in(a["phone"], PASSWORD)
+    phone.wait("window.GPM && GPM.me && GPM.tabs.grid.loads >= 1")
+    phone.wait("navigator.serviceWorker.controller !== null")
+    page.click("#m-tab-patrol")
+    page.click("#m-patrol-toggle")
+    phone.wait("GPM.tabs.patrol.active !== null && GPM.tabs.patrol.fixes >= 1")
+    a_client = page.evaluate("GPM.tabs.patrol.active.client_id")
+    for i, (lon, lat) in enumerate(a["walk"][1:3], start=2):
+        page.wait_for_timeout(600)  # a walker's pace
+        phone.context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 8})
+        phone.wait(f"GPM.tabs.patrol.fixes >= {i}")
+    a_fixes = page.evaluate("GPM.tabs.patrol.fixes")
+    a_id = phone.wait("GPM.pending().then(p => p.patrols.length === 1 && p.patrols[0].id)")
+    held["patrol"] = a_id
+    phone.wait(f"GPM.state.queued && GPM.state.queued.fixes === {a_fixes}")
+    assert held["tries"], "A's fixes were tried (and held back)"
+
+    # ---- A signs out: the position is no longer followed, the patrol ends on the phone ----------
+    phone.sign_out()
+    assert page.evaluate("GPM.db.get('kv', 'activePatrol:' + " + str(a["staff_id"]) + ")") is None
+    kept = page.evaluate(
+        f"GPM.db.get('outbox', {a_client!r}).then(p => p && [p.staff_id, !!p.stop_at])"
+    )
+    assert kept == [a["staff_id"], True], kept
+    queued_a = f"GPM.db.all('fixes').then(f => f.filter(x => x.patrol === {a_client!r}).length)"
+    assert page.evaluate(queued_a) == a_fixes
+    assert page.evaluate("caches.has('gp-m-data')") is False
+
+    # ---- B signs in on the same phone: nothing of A's runs, counts or goes --------------------
+    held["tries"].clear()
+    b_start = b["walk"][0]
+    phone.context.set_geolocation({"longitude": b_start[0], "latitude": b_start[1], "accuracy": 8})
+    phone.sign_in(b["phone"], PASSWORD)
+    phone.wait("window.GPM && GPM.me && !document.getElementById('m-app').hidden")
+    assert page.evaluate("GPM.me.staff_id") == b["staff_id"]
+    phone.wait("GPM.tabs.grid.loads >= 1 && GPM.state.queued !== undefined")
+    page.click("#m-tab-patrol")
+    page.wait_for_timeout(1000)  # time for a patrol to be (wrongly) resumed
+    assert page.evaluate("[GPM.tabs.patrol.active, GPM.tabs.patrol.watch]") == [None, None]
+    assert "开始巡查" in page.inner_text("#m-patrol-toggle")
+    assert page.inner_text("#m-patrol-facts").strip() == ""
+    assert page.evaluate("GPM.state.queued") == {"reports": 0, "fixes": 0}
+    assert page.locator("#m-queue").is_hidden()
+    assert page.evaluate("GPM.pending().then(p => [p.patrols.length, p.fixes.length])") == [0, 0]
+    assert page.evaluate(queued_a) == a_fixes  # still on the phone, under A
+    page.screenshot(path=str(OUTPUT / "mobile-shared-phone-next-worker.png"))
+
+    # B walks: B's patrol, B's handheld
+    page.click("#m-patrol-toggle")
+    phone.wait("GPM.tabs.patrol.active !== null && GPM.tabs.patrol.fixes >= 1")
+    b_client = page.evaluate("GPM.tabs.patrol.active.client_id")
+    assert b_client != a_client
+    assert page.evaluate("GPM.tabs.patrol.active.staff_id") == b["staff_id"]
+    for i, (lon, lat) in enumerate(b["walk"][1:], start=2):
+        page.wait_for_timeout(600)
+        phone.context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 8})
+        phone.wait(f"GPM.tabs.patrol.fixes >= {i}")
+    b_fixes = page.evaluate("GPM.tabs.patrol.fixes")
+    phone.wait("GPM.state.queued && GPM.state.queued.fixes === 0")
+    page.click("#m-patrol-toggle")
+    phone.wait("GPM.tabs.patrol.active === null")
+    phone.wait("GPM.pending().then(p => p.patrols.length === 0)")  # B's stop was answered
+    assert held["tries"] == [], "nothing of A's patrol was sent with B's session"
+    assert page.evaluate(queued_a) == a_fixes
+    stored = _db(
+        demo,
+        "SELECT d.identifier, d.kind, p.staff_id, p.fixes, p.ended_at IS NOT NULL FROM patrol p "
+        "JOIN device d ON d.id = p.device_id WHERE p.client_id = %s",
+        b_client,
+    )
+    assert stored == [(f"staff-{b['staff_id']}", "handheld", b["staff_id"], b_fixes, True)], stored
+    positions = _db(
+        demo,
+        "SELECT d.identifier, count(*) FROM position p JOIN device d ON d.id = p.device_id "
+        "WHERE d.identifier IN (%s, %s) AND p.fix_time >= %s GROUP BY d.identifier",
+        f"staff-{a['staff_id']}",
+        f"staff-{b['staff_id']}",
+        since,
+    )
+    assert positions == [(f"staff-{b['staff_id']}", b_fixes)], positions
+    a_row = _db(
+        demo, "SELECT staff_id, fixes FROM patrol WHERE client_id = %s", uuid.UUID(a_client)
+    )
+    assert a_row == [(a["staff_id"], 0)], a_row
+
+    # B signs out; the signal returns for A's patrol; A signs in again: A's queued walk goes
+    # (with A's session), ended when A signed out; no patrol is resumed
+    phone.sign_out()
+    held["on"] = False
+    phone.sign_in(a["phone"], PASSWORD)
+    phone.wait("window.GPM && GPM.me && !document.getElementById('m-app').hidden")
+    assert page.evaluate("GPM.me.staff_id") == a["staff_id"]
+    phone.wait("GPM.pending().then(p => p.patrols.length === 0 && p.fixes.length === 0)")
+    assert page.evaluate("GPM.tabs.patrol.active") is None
+    a_row = _db(
+        demo,
+        "SELECT d.identifier, p.fixes, p.ended_at IS NOT NULL FROM patrol p "
+        "JOIN device d ON d.id = p.device_id WHERE p.client_id = %s",
+        uuid.UUID(a_client),
+    )
+    assert a_row == [(f"staff-{a['staff_id']}", a_fixes, True)], a_row
+
+    # ---- A's session is revoked (an admin sets A's password: A's sessions end) ---------------
+    phone.wait("GPM.tabs.grid.loads >= 1")
+    phone.wait(
+        "caches.open('gp-m-data').then(c => c.match('/api/v1/m/me')).then(r => !!r)"
+    )  # the phone keeps A's data while A is signed in
+    ended = httpx.put(
+        f"{live_server}/api/v1/staff/{a['staff_id']}/password",
+        json={"password": PASSWORD},
+        headers=auth(a["admin"]),
+        timeout=30,
+    )
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["sessions_ended"] >= 1, ended.json()
+    page.evaluate("GPM.poll()")  # the next poll (every 15 s) is answered 401
+    phone.wait(
+        "!document.getElementById('m-signin').hidden && document.getElementById('m-app').hidden"
+    )
+    assert page.evaluate("GPM.me") is None
+    assert "登录已失效" in page.inner_text("#m-signin-note")
+    phone.wait("caches.has('gp-m-data').then(h => !h)")
+    assert page.evaluate("GPM.db.get('kv', 'me')") is None
+    polls = page.evaluate("GPM.state.polls")
+    page.evaluate("GPM.poll()")
+    assert page.evaluate("GPM.state.polls") == polls, "no polling without a session"
+    page.screenshot(path=str(OUTPUT / "mobile-session-ended.png"))
+    # opened again with no signal: the sign-in form, nothing of A's
+    phone.context.set_offline(True)
+    page.reload(wait_until="load")
+    phone.wait("window.GPM && !document.getElementById('m-signin').hidden")
+    page.wait_for_timeout(500)
+    assert page.locator("#m-app").is_hidden()
+    assert page.evaluate("GPM.me") is None
+    assert a["name"] not in page.inner_text("body")
+    assert page.evaluate("GPM.tabs.grid.data || null") is None
+    phone.context.set_offline(False)
+    # 401: the ended session's answers; ERR_FAILED: A's held fixes, and /me offline with
+    # nothing kept to answer it
+    errors = [
+        e
+        for e in phone.run.errors
+        if "status of 401" not in e
+        and not ("ERR_FAILED" in e and ("/api/v1/m/patrols/" in e or e.endswith("/m/me)")))
+    ]
+    assert errors == [], errors
 
 
 def test_the_grid_popup_shows_the_workers_last_check_in(

@@ -14,7 +14,8 @@
   var API = M.API = '/api/v1/m';
   var POLL_MS = 15000;
   M.tabs = M.tabs || {};
-  M.state = {tab: null, started: false, online: navigator.onLine, polls: 0};
+  M.state = {tab: null, started: false, online: navigator.onLine, polls: 0, ended: false};
+  var pollTimer = null;
 
   M.$ = function (id) { return document.getElementById(id); };
   M.esc = GP.esc;
@@ -107,10 +108,57 @@
     if (M.tabs.report && M.tabs.report.refresh) { M.tabs.report.refresh(); }
   };
 
-  M.onSignedOut = function () {
-    M.say('登录已失效，请重新登录；未发送的内容保留在手机上 ' +
-          'Your session has ended: sign in again. What is unsent stays on the phone.', 'error');
-    showSignin(null);
+  /* what the phone kept of the signed-in worker's data (the service worker's copies of the
+     API's answers, the last /me) goes: it is not for the next one to see. The service worker
+     is told first (it then keeps no answer to a request made before), then the cache goes
+     here too (no service worker yet, or it did not answer in time). */
+  function forgetData() {
+    var told = Promise.resolve();
+    var sw = navigator.serviceWorker && navigator.serviceWorker.controller;
+    if (sw && window.MessageChannel) {
+      told = new Promise(function (resolve) {
+        var channel = new MessageChannel();
+        channel.port1.onmessage = function () { resolve(); };
+        setTimeout(resolve, 2000);
+        sw.postMessage('forget-data', [channel.port2]);
+      });
+    }
+    return told.then(function () {
+      return Promise.all([window.caches ? caches.delete('gp-m-data') : null,
+                          M.db.del('kv', 'me')]);
+    }).catch(function () { return null; });
+  }
+
+  /* no one is signed in any more: no polling, no position followed, nothing of the worker's
+     shown or kept; how: 'signout' (the button) or 'ended' (the server answered 401) */
+  function signedOut(how) {
+    M.state.ended = true;
+    M.me = null;
+    window.GP_CONFIG.csrf = '';
+    if (pollTimer !== null) { clearInterval(pollTimer); pollTimer = null; }
+    M.show('m-queue', false);
+    var stopped = Object.keys(M.tabs).map(function (k) {
+      return M.tabs[k].signedOut ? M.tabs[k].signedOut(how) : null;
+    });
+    return Promise.all(stopped).catch(function () { return null; });
+  }
+
+  /* a 401 from the API (the session expired, was revoked, or signed out elsewhere) */
+  M.onSignedOut = function (err) {
+    var was = !!M.me;
+    if (!was && M.state.forgetting) { return M.state.forgetting; }
+    signedOut('ended');
+    showSignin(err && err.status === 403 ? err : null);
+    if (was && !(err && err.status === 403)) {
+      var note = M.$('m-signin-note');
+      note.hidden = false;
+      note.textContent = '登录已失效，请重新登录；未发送的内容保留在手机上。 Your session has ' +
+        'ended: sign in again. What is unsent stays on the phone.';
+    }
+    var forgetting = M.state.forgetting = forgetData().then(function () {
+      if (M.state.forgetting === forgetting) { M.state.forgetting = null; }
+    });
+    return forgetting;
   };
 
   /* ---- who is signed in ------------------------------------------------------------------ */
@@ -138,10 +186,14 @@
     if (offline) {
       M.say('离线：显示手机上保存的数据 offline: showing what the phone kept', 'note');
     }
+    if (M.state.started && M.state.ended) {
+      location.reload();  // signed in again after a session ended here: start afresh
+      return;
+    }
     if (!M.state.started) {
       M.state.started = true;
       Object.keys(M.tabs).forEach(function (k) { M.tabs[k].start(me); });
-      setInterval(poll, POLL_MS);
+      pollTimer = setInterval(poll, POLL_MS);
     }
     M.show('m-password-card', me.has_password === false);
     M.select((location.hash || '').replace('#', '') || 'grid');
@@ -161,11 +213,19 @@
 
   M.loadMe = function () {
     return M.send(API + '/me').then(function (r) {
+      if (M.state.forgetting) {  // a session ended meanwhile: who is it now?
+        return M.state.forgetting.then(function () { return M.loadMe(); });
+      }
       return M.db.put('kv', r.body, 'me').catch(function () { return null; }).then(function () {
         startApp(r.body, !!r.offline);
       });
     }, function (err) {
-      if (err.kind === 'auth' || err.kind === 'refused') { showSignin(err); return null; }
+      if (err.kind === 'auth') {  // 401 (no session: M.send forgets) or 403 (not a worker's)
+        if (err.status !== 401) { M.onSignedOut(err); }
+        showSignin(err);
+        return null;
+      }
+      if (err.kind === 'refused') { showSignin(err); return null; }
       return M.db.get('kv', 'me').then(function (me) {
         if (me) { startApp(me, true); } else { showSignin(err); }
       }, function () { showSignin(err); });
@@ -196,10 +256,25 @@
     out.addEventListener('submit', function (e) {
       if (out.getAttribute('data-forgot')) { return; }
       e.preventDefault();
-      // what the phone kept of this worker is not for the next one to see; then sign out
-      Promise.all([window.caches ? caches.delete('gp-m-data') : null, M.db.del('kv', 'me')])
-        .catch(function () { return null; })
-        .then(function () { out.setAttribute('data-forgot', '1'); out.submit(); });
+      if (out.getAttribute('data-leaving')) { return; }
+      out.setAttribute('data-leaving', '1');
+      // the patrol ends (its stop waits on the phone under this worker; sent now if the signal
+      // allows, in a few seconds at most); what the phone kept of this worker is not for the
+      // next one to see; then sign out
+      var me = M.me;
+      var stopped = M.tabs.patrol && M.tabs.patrol.signedOut && me
+        ? M.tabs.patrol.signedOut('signout') : Promise.resolve();
+      stopped.then(function () {
+        if (!me || !navigator.onLine) { return null; }
+        return Promise.race([M.flushSoon(), new Promise(function (resolve) {
+          setTimeout(resolve, 3000);
+        })]);
+      }).catch(function () { return null; }).then(function () {
+        return signedOut('signout');
+      }).then(forgetData).then(function () {
+        out.setAttribute('data-forgot', '1');
+        out.submit();
+      });
     });
   }
 

@@ -47,6 +47,8 @@
           err.kind = (response.status === 401 || response.status === 403) ? 'auth'
             : (response.status >= 500 || response.status === 408 || response.status === 429)
               ? 'server' : 'refused';
+          // 401: no session (ended, expired, revoked): what the phone kept of it goes
+          if (response.status === 401) { M.onSignedOut(err); }
           throw err;
         });
       }, function (e) {
@@ -129,7 +131,7 @@
     if (flushing) { again = true; return flushing; }
     flushing = flush().catch(function (err) {
       M.lastSendError = err;
-      if (err.kind === 'auth') { M.onSignedOut(); }
+      if (err.kind === 'auth' && err.status !== 401) { M.onSignedOut(err); }  // 401: M.send
     }).then(function () {
       flushing = null;
       M.changed();
@@ -241,14 +243,19 @@
     });
   }
 
-  /* what is waiting: {reports: [...], failed: [...], patrols: [...], fixes: n} */
+  /* what waits of the signed-in worker's (another worker's items on a shared phone stay
+     queued under that worker, neither counted nor sent here):
+     {reports: [...], patrols: [...], fixes: [...]} */
   M.pending = function () {
     return Promise.all([M.db.all('outbox'), M.db.all('fixes')]).then(function (got) {
       var items = got[0].filter(mine);
+      var patrols = items.filter(function (i) { return i.type === 'patrol'; });
+      var ids = {};
+      patrols.forEach(function (p) { ids[p.client_id] = true; });
       return {
         reports: items.filter(function (i) { return i.type === 'report'; }),
-        patrols: items.filter(function (i) { return i.type === 'patrol'; }),
-        fixes: got[1]
+        patrols: patrols,
+        fixes: got[1].filter(function (f) { return ids[f.patrol] === true; })
       };
     });
   };

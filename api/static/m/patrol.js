@@ -5,6 +5,8 @@
  * /api/v1/m/patrols/{id}/fixes, which stores them through the normal ingest path as the
  * worker's handheld device: so they count in the grid's coverage as foot patrol. Offline, the
  * fixes wait on the phone and go when the signal returns. Stop ends it (also sent when online).
+ * The running patrol is remembered per worker (kv 'activePatrol:<staff id>'): on a shared
+ * phone, the next worker never walks on under the last one's patrol. Signing out stops it.
  */
 (function () {
   'use strict';
@@ -49,8 +51,18 @@
     ) : '';
   }
 
+  /* where the running patrol of a worker is remembered */
+  function key(staffId) { return 'activePatrol:' + staffId; }
+
+  function stopWatch() {
+    if (tab.watch !== null && navigator.geolocation) {
+      navigator.geolocation.clearWatch(tab.watch);
+    }
+    tab.watch = null;
+  }
+
   function onFix(pos) {
-    if (!tab.active) { return; }
+    if (!tab.active || !M.me || tab.active.staff_id !== M.me.staff_id) { return; }
     var c = pos.coords;
     var fix = {time: new Date(pos.timestamp || Date.now()).toISOString(), lat: c.latitude,
                lon: c.longitude, accuracy: c.accuracy,
@@ -92,7 +104,7 @@
         tab.active = p;
         tab.fixes = 0;
         tab.track = [];
-        M.db.put('kv', p.client_id, 'activePatrol');
+        M.db.put('kv', {client_id: p.client_id, staff_id: p.staff_id}, key(p.staff_id));
         watch();
         button();
         M.say('巡查已开始 patrol started', 'ok');
@@ -100,10 +112,9 @@
       });
     }
     var p = tab.active;
-    if (tab.watch !== null) { navigator.geolocation.clearWatch(tab.watch); }
-    tab.watch = null;
+    stopWatch();
     tab.active = null;
-    M.db.del('kv', 'activePatrol');
+    M.db.del('kv', key(p.staff_id));
     button();
     return M.stopPatrol(p).then(function () {
       M.say('巡查已结束 patrol stopped · ' + tab.fixes + ' 定位 fixes' +
@@ -112,20 +123,57 @@
     });
   };
 
-  tab.start = function () {
-    M.$('m-patrol-toggle').addEventListener('click', function () { tab.toggle(); });
-    // a patrol still running when the page was closed goes on
-    M.db.get('kv', 'activePatrol').then(function (id) {
-      return id ? M.db.get('outbox', id) : null;
+  /* the signed-in worker's patrol still running when the page was closed (never another
+     worker's: theirs stays on the phone, queued under them) */
+  function resume(me) {
+    var staffId = me.staff_id;
+    var legacy = M.db.get('kv', 'activePatrol').then(function (id) {  // before 'activePatrol:N'
+      if (!id) { return null; }
+      return M.db.get('outbox', typeof id === 'string' ? id : id.client_id).then(function (p) {
+        if (!p || p.staff_id !== staffId) { return null; }
+        return M.db.del('kv', 'activePatrol').then(function () {
+          return M.db.put('kv', {client_id: p.client_id, staff_id: staffId}, key(staffId));
+        }).then(function () { return p.client_id; });
+      });
+    }).catch(function () { return null; });
+    return legacy.then(function (moved) {
+      return moved ? {client_id: moved, staff_id: staffId} : M.db.get('kv', key(staffId));
+    }).then(function (kept) {
+      if (!kept || kept.staff_id !== staffId) { return null; }
+      return M.db.get('outbox', kept.client_id);
     }).then(function (p) {
-      if (p && !p.stop_at) {
+      if (p && !p.stop_at && p.staff_id === staffId && M.me && M.me.staff_id === staffId) {
         tab.active = p;
         watch();
       }
       button();
       M.changed();
     });
+  }
+
+  tab.start = function (me) {
+    M.$('m-patrol-toggle').addEventListener('click', function () { tab.toggle(); });
+    resume(me);
     tab.poll();
+  };
+
+  /* the worker signs out ('signout': the patrol ends here, its stop and fixes wait on the
+     phone under this worker) or the session ended ('ended': the patrol is kept for when the
+     same worker signs in again); either way the position is no longer followed */
+  tab.signedOut = function (how) {
+    var p = tab.active;
+    stopWatch();
+    tab.active = null;
+    tab.fixes = 0;
+    tab.track = [];
+    tab.last = null;
+    button();
+    M.$('m-patrol-facts').innerHTML = '';
+    M.$('m-patrols').innerHTML = '';
+    if (M.tabs.grid.drawTrack) { M.tabs.grid.drawTrack([]); }
+    if (how !== 'signout' || !p) { return Promise.resolve(); }
+    return Promise.all([M.db.del('kv', key(p.staff_id)), M.stopPatrol(p)])
+      .catch(function () { return null; });
   };
 
   tab.pending = render;

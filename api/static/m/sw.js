@@ -9,7 +9,7 @@
  */
 'use strict';
 
-var VERSION = 'gp-m-1';
+var VERSION = 'gp-m-2';
 var SHELL = 'gp-m-shell-' + VERSION;
 var DATA = 'gp-m-data';
 var ASSETS = [
@@ -31,6 +31,15 @@ var ASSETS = [
   '/static/m/icon.svg'
 ];
 var DATA_PATHS = /^\/api\/v1\/m\/(me|grids\/[^/]+|reports|tasks|patrols)$/;
+/* bumped whenever the kept data is forgotten (sign-out, an ended session): an answer to a
+   request made before that is not kept, so a poll still in flight cannot write the last
+   worker's data back after it was deleted */
+var generation = 0;
+
+function forgetData() {
+  generation += 1;
+  return caches.delete(DATA);
+}
 
 self.addEventListener('install', function (event) {
   event.waitUntil(caches.open(SHELL).then(function (cache) {
@@ -57,13 +66,19 @@ function offlineCopy(cached) {
 
 /* the network; a good answer is kept (with when), a failure answered from what was kept */
 function networkFirst(request, cacheName, key) {
+  var asked = generation;
   return fetch(request).then(function (response) {
-    if (response.ok) {
+    if (cacheName === DATA && response.status === 401) {
+      // the session is over (signed out elsewhere, expired, revoked): keep nothing of it
+      return forgetData().then(function () { return response; });
+    }
+    if (response.ok && (cacheName !== DATA || asked === generation)) {
       var copy = response.clone();
       copy.blob().then(function (body) {
         var headers = new Headers(copy.headers);
         headers.set('X-GridPatrol-Kept', new Date().toISOString());
         return caches.open(cacheName).then(function (cache) {
+          if (cacheName === DATA && asked !== generation) { return null; }  // forgotten since
           return cache.put(key || request, new Response(body, {
             status: copy.status, statusText: copy.statusText, headers: headers}));
         });
@@ -112,6 +127,14 @@ self.addEventListener('fetch', function (event) {
   }
 });
 
+/* 'forget-data' (the page signs out, or its session ended): the kept data goes; the page may
+   pass a port to hear when it is done */
 self.addEventListener('message', function (event) {
-  if (event.data === 'forget-data') { event.waitUntil(caches.delete(DATA)); }
+  if (event.data !== 'forget-data') { return; }
+  var port = event.ports && event.ports[0];
+  event.waitUntil(forgetData().then(function () {
+    if (port) { port.postMessage('forgotten'); }
+  }, function () {
+    if (port) { port.postMessage('failed'); }
+  }));
 });
