@@ -52,11 +52,8 @@ class Reads:
         sees everything committed on it so far. ``after`` itself is lent when there is no
         replica (no second connection for one request)."""
         if self.replica is None:
-            if after is not None:
-                yield after
-            else:
-                async with self.primary.connection() as primary:
-                    yield primary
+            async with self._on_primary(after) as conn:
+                yield conn
             return
         lsn = None
         if after is not None:
@@ -65,17 +62,25 @@ class Reads:
         replica = await self._replica_at(lsn)
         if replica is None:
             self.fallbacks += 1
-            if after is not None:
-                yield after
-            else:
-                async with self.primary.connection() as primary:
-                    yield primary
+            async with self._on_primary(after) as conn:
+                yield conn
             return
         try:
             self.replica_reads += 1
             yield replica
         finally:
             await self.replica.putconn(replica)
+
+    @asynccontextmanager
+    async def _on_primary(
+        self, after: AsyncConnection[Any] | None
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        """``after`` itself (no second connection for one request), else one of the pool's."""
+        if after is not None:
+            yield after
+        else:
+            async with self.primary.connection() as conn:
+                yield conn
 
     async def _replica_at(self, lsn: str | None) -> AsyncConnection[Any] | None:
         """A replica connection that has replayed ``lsn`` (None: any), or None."""
