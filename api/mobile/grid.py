@@ -49,6 +49,21 @@ SELECT json_build_object('type', 'FeatureCollection', 'features', coalesce(json_
          ORDER BY a.id), '[]'::json))
   FROM alert_point a, grid g WHERE g.id = %(grid)s AND ST_Covers(g.geom, a.geom)
 """
+# the households of the grid: how many (counted where they stand, not the grid's stored figure,
+# which a redrawn grid may not have), and as points (a grid holds tens; capped for a town's)
+HOUSEHOLD_COUNT = """
+SELECT coalesce(sum(h.count), 0)::int FROM household h, grid g
+ WHERE g.id = %(grid)s AND ST_Covers(g.geom, h.geom)
+"""
+HOUSEHOLD_POINTS = """
+SELECT json_build_object('type', 'FeatureCollection', 'features', coalesce(json_agg(
+         json_build_object('type', 'Feature', 'geometry', ST_AsGeoJSON(h.geom, 6)::json,
+                           'properties', json_build_object('count', h.count))
+         ORDER BY h.id), '[]'::json))
+  FROM (SELECT h.id, h.geom, h.count FROM household h, grid g
+         WHERE g.id = %(grid)s AND ST_Covers(g.geom, h.geom)
+         ORDER BY h.id LIMIT 2000) h
+"""
 VEHICLES = """
 SELECT d.id AS device_id, d.name, d.plate,
        (SELECT max(gv.last_seen) FROM grid_visit gv
@@ -93,6 +108,9 @@ async def grid_view(
         await cur.execute(LAST_CHECKIN, {"code": code})
         checkin = await cur.fetchone()
         alert_points = (await (await conn.execute(ALERT_POINTS, window)).fetchone() or [None])[0]
+        homes = (await (await conn.execute(HOUSEHOLD_POINTS, window)).fetchone() or [None])[0]
+        counted = (await (await conn.execute(HOUSEHOLD_COUNT, window)).fetchone() or [0])[0]
+        grid["households"] = counted
     blind = await spots.blind_spots(
         conn,
         updater,
@@ -124,6 +142,7 @@ async def grid_view(
         "blind_spots": blind,
         "alert_points": alert_points,
         "households": grid["households"],
+        "household_points": homes,
         "vehicles": vehicles,
         "last_checkin": checkin,
     }

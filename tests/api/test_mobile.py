@@ -482,6 +482,30 @@ def test_patrol_fixes_are_stored_through_ingest_and_count_as_foot_coverage(
     assert view["blind_spots"]["type"] == "FeatureCollection"
     assert {f["properties"]["grid"] for f in view["blind_spots"]["features"]} <= {scene.g1}
     assert all(f["properties"]["id"] for f in view["alert_points"]["features"])
+    # what the view draws lies in the worker's grid: alert points and households, nothing else
+    points = [
+        f["geometry"]["coordinates"]
+        for layer in ("alert_points", "household_points")
+        for f in view[layer]["features"]
+    ]
+    homes = view["household_points"]["features"]
+    assert bool(homes) == bool(view["households"])
+    covered = db.execute(
+        "SELECT bool_and(ST_Covers(g.geom, ST_SetSRID(ST_MakePoint(x, y), 4326))) "
+        "FROM unnest(%s::float8[], %s::float8[]) AS u(x, y), grid g JOIN grid_layout l "
+        "ON l.id = g.layout_id WHERE l.status = 'active' AND l.purpose = 'patrol' "
+        "AND g.code = %s",
+        ([p[0] for p in points], [p[1] for p in points], scene.g1),
+    ).fetchone()
+    assert covered == (True,) if points else covered == (None,)
+    assert {v["device_id"] for v in view["vehicles"]} <= {
+        r[0]
+        for r in db.execute(
+            "SELECT id FROM device WHERE kind = 'vehicle' AND (home_village = %s "
+            "OR %s = ANY(assigned_grids))",
+            (scene.g1[:12], scene.g1),
+        ).fetchall()
+    }
     # the coverage reports show coverage on foot apart from the vehicles'
     today = china_today()
     window = {"level": "grid", "from": str(today - timedelta(days=6)), "to": str(today)}

@@ -265,6 +265,11 @@ def test_a_worker_patrols_reports_offline_and_the_console_gets_it_once(
     assert page.locator("#m-map path.m-alert-point").count() == len(
         data["alert_points"]["features"]
     )
+    # the grid's households as points on the map (the grid's count beside them)
+    assert page.locator("#m-map path.m-household").count() == len(
+        data["household_points"]["features"]
+    )
+    assert bool(data["household_points"]["features"]) == bool(data["households"])
     _no_horizontal_scroll(page)
     _touch_targets(page, ".m-tab, #m-grid-refresh, #m-grid-pick")
     page.screenshot(path=str(OUTPUT / "mobile-grid.png"))

@@ -1,5 +1,5 @@
-/* GridPatrol phone page: the grid on a Leaflet map — boundary, blind spots, alarm points, the
- * worker's own patrol track and reports. The basemap is a tile layer that may fail (no signal,
+/* GridPatrol phone page: the grid on a Leaflet map — boundary, blind spots, alarm points, households,
+ * the worker's own patrol track and reports. The basemap is a tile layer that may fail (no signal,
  * blocked): the page's features are drawn all the same and a note says the tiles are missing.
  * Data is WGS-84; on a GCJ-02 basemap (AMap) it is converted for display only (gridpatrol.js).
  */
@@ -44,11 +44,12 @@
     this.layers = {
       grid: L.featureGroup().addTo(map),
       blind: L.featureGroup().addTo(map),
+      homes: L.featureGroup().addTo(map),
       alerts: L.featureGroup().addTo(map),
       track: L.featureGroup().addTo(map),
       marks: L.featureGroup().addTo(map)
     };
-    this.counts = {grid: 0, blind: 0, alerts: 0, track: 0};
+    this.counts = {grid: 0, blind: 0, alerts: 0, homes: 0, track: 0};
   };
 
   /* the grid's data (GET /api/v1/m/grids/{code}); fit: zoom to it (a first draw) */
@@ -57,7 +58,8 @@
     L_.grid.clearLayers();
     L_.blind.clearLayers();
     L_.alerts.clearLayers();
-    counts.grid = counts.blind = counts.alerts = 0;
+    L_.homes.clearLayers();
+    counts.grid = counts.blind = counts.alerts = counts.homes = 0;
     if (!data || !data.grid) { return; }
     L.geoJSON(GP.displayGeoJSON(data.grid), {
       style: {color: '#1d5c8f', weight: 3, fillColor: '#1d5c8f', fillOpacity: 0.06,
@@ -85,6 +87,16 @@
         .addTo(L_.alerts);
     });
     counts.alerts = alerts.length;
+    var homes = (data.household_points && data.household_points.features) || [];
+    homes.forEach(function (f) {
+      if (!f.geometry || f.geometry.type !== 'Point') { return; }
+      var c = f.geometry.coordinates, n = (f.properties || {}).count || 1;
+      L.circleMarker(GP.latLng(c[0], c[1]), {
+        radius: 3, weight: 1, color: '#ffffff', fillColor: '#4d4d4d', fillOpacity: 0.8,
+        className: 'm-household', interactive: false
+      }).addTo(L_.homes);
+      counts.homes += n > 0 ? 1 : 0;
+    });
     if (fit) { this.fit(); }
   };
 

@@ -9,7 +9,7 @@
  */
 'use strict';
 
-var VERSION = 'gp-m-2';
+var VERSION = 'gp-m-3';
 var SHELL = 'gp-m-shell-' + VERSION;
 var DATA = 'gp-m-data';
 var ASSETS = [
