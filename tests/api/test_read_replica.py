@@ -112,6 +112,11 @@ def _coverage(client: TestClient, token: str, scene: dict[str, Any], day: date) 
     return response.json()
 
 
+def _figures(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The units without what depends on the moment of reading (hours since the last patrol)."""
+    return [{k: v for k, v in u.items() if not k.endswith("_age_h")} for u in units]
+
+
 def test_the_replica_is_a_hot_standby(replica: EmbeddedCluster) -> None:
     with psycopg.connect(replica.url, autocommit=True) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
@@ -134,7 +139,7 @@ def test_coverage_is_read_on_the_replica_after_the_primary_built_it(
     # the same figures as the primary gives (now that the day is built, it builds nothing)
     same = _coverage(client, tokens["viewer"], scene, _day())
     assert same["days_built"] == 0
-    assert same["units"] == body["units"]
+    assert _figures(same["units"]) == _figures(body["units"])
 
 
 def test_tiles_are_drawn_on_the_replica(
